@@ -1,0 +1,1 @@
+"""Strongly typed background tasks and cron jobs for FastAPI on Google Cloud Tasks and Cloud Scheduler."""

@@ -1,0 +1,94 @@
+"""The seam between building a task and sending it.
+
+Every `.delay()` builds one `CreateTaskRequest` (see `_plan.py`) and then hands it over here:
+
+* with no sink active, the route's `TaskSender` creates the task now (immediate mode);
+* a `TaskSink` made current with `use_sink()` (the request buffer) or passed as the `sink=` option (the outbox)
+  receives a `PreparedTask` instead and decides when and how the task is created.
+
+A sink receives tasks that are already validated and named, so what it stores is exactly what will be sent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from google.cloud import tasks_v2
+
+__all__ = ["PreparedTask", "TaskSender", "TaskSink", "current_sink", "use_sink"]
+
+
+@runtime_checkable
+class TaskSender(Protocol):
+    """Creates tasks on Cloud Tasks (or the emulator): the I/O edge of one route builder."""
+
+    def send(self, request: tasks_v2.CreateTaskRequest, *, timeout: float) -> tasks_v2.Task:
+        """Create the task from a thread that may block."""
+        ...
+
+    async def send_async(self, request: tasks_v2.CreateTaskRequest, *, timeout: float) -> tasks_v2.Task:
+        """Create the task from a running event loop."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedTask:
+    """A validated, fully built task that has not been created yet.
+
+    `request.task.name` is always set when a sink receives it, so the name is final and retries
+    of the creation are deduplicated by Cloud Tasks.
+    """
+
+    request: tasks_v2.CreateTaskRequest
+    timeout: float
+    sender: TaskSender
+
+    @property
+    def name(self) -> str:
+        """The full task name, `projects/.../queues/.../tasks/ID`."""
+        return str(self.request.task.name)
+
+    @property
+    def queue_path(self) -> str:
+        """The queue the task goes to."""
+        return str(self.request.parent)
+
+    def placeholder(self) -> tasks_v2.Task:
+        """The task as it will be created, returned by `.delay()` when the sending is deferred."""
+        return self.request.task
+
+
+class TaskSink(Protocol):
+    """Receives tasks instead of the immediate sender (request buffer, transactional outbox)."""
+
+    def submit(self, task: PreparedTask) -> tasks_v2.Task:
+        """Take the task from synchronous code; return what `.delay()` returns."""
+        ...
+
+    async def submit_async(self, task: PreparedTask) -> tasks_v2.Task:
+        """Take the task from a coroutine; return what `await .delay()` returns."""
+        ...
+
+
+_current_sink: contextvars.ContextVar[TaskSink | None] = contextvars.ContextVar(
+    "fastapi_gcp_tasks_current_sink", default=None
+)
+
+
+def current_sink() -> TaskSink | None:
+    """The sink made current by `use_sink()` in this context, if any."""
+    return _current_sink.get()
+
+
+@contextlib.contextmanager
+def use_sink(sink: TaskSink | None) -> Iterator[None]:
+    """Make `sink` receive every `.delay()` in this context (and tasks and threads copying it)."""
+    token = _current_sink.set(sink)
+    try:
+        yield
+    finally:
+        _current_sink.reset(token)

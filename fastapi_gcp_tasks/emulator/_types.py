@@ -1,0 +1,69 @@
+"""Contracts shared by the emulator's Cloud Tasks and Cloud Scheduler services.
+
+Both services run on one asyncio event loop, share one clock and deliver over one `Deliverer`
+(real HTTP with pooled connections, or straight into an ASGI app in tests).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class Clock(Protocol):
+    """Time as the emulator sees it. `ManualClock` lets tests move time instead of sleeping."""
+
+    def now(self) -> dt.datetime:
+        """The current time, tz-aware UTC."""
+        ...
+
+    async def sleep_until(self, when: dt.datetime) -> None:
+        """Return once `now() >= when`, or earlier if `wake()` is called (callers re-check)."""
+        ...
+
+    def wake(self) -> None:
+        """Wake every `sleep_until` early, for example when new work arrives."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRequest:
+    """One HTTP attempt to make on behalf of a task or a job."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    body: bytes
+    deadline: float
+    """Seconds to wait for the response before the attempt counts as failed."""
+    source: str = ""
+    """The task or job name, for logs and the inspection API."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryResult:
+    """What came back from one attempt. `status` is None when no response arrived."""
+
+    status: int | None
+    latency: float
+    headers: Mapping[str, str] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Any 2xx acknowledges, as on Cloud Tasks and Cloud Scheduler."""
+        return self.status is not None and 200 <= self.status < 300
+
+
+class Deliverer(Protocol):
+    """Makes HTTP attempts; implementations: pooled httpx over sockets, or in-process ASGI."""
+
+    async def deliver(self, request: DeliveryRequest) -> DeliveryResult:
+        """Make one attempt, never raising: failures are reported in the result."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections."""
+        ...
