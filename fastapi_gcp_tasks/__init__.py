@@ -1,1 +1,122 @@
 """Strongly typed background tasks and cron jobs for FastAPI on Google Cloud Tasks and Cloud Scheduler."""
+
+from fastapi_gcp_tasks._dispatch import PreparedTask, TaskSender, TaskSink, use_sink
+from fastapi_gcp_tasks._naming import hashed_task_id
+from fastapi_gcp_tasks.async_delayed_route import AsyncDelayedRouteBuilder
+from fastapi_gcp_tasks.async_scheduled_route import AsyncScheduledRouteBuilder
+from fastapi_gcp_tasks.decorators import task_default_options
+from fastapi_gcp_tasks.delayed_route import DelayedRouteBuilder
+from fastapi_gcp_tasks.dependencies import CloudSchedulerHeaders, CloudTasksHeaders, max_retries
+from fastapi_gcp_tasks.exception import (
+    BadMethodError,
+    ClientClosedError,
+    FastAPIGCPTasksError,
+    MissingParamError,
+    RouteDefinitionError,
+    SendError,
+    TaskAlreadyExistsError,
+    TaskArgumentError,
+    TaskLimitError,
+    UnknownParamError,
+    UnrepresentableValueError,
+    WrongTypeError,
+)
+from fastapi_gcp_tasks.hooks import (
+    DelayedTaskHook,
+    ScheduledHook,
+    chained_hook,
+    deadline_delayed_hook,
+    deadline_scheduled_hook,
+    noop_hook,
+    oauth_delayed_hook,
+    oauth_scheduled_hook,
+    oidc_delayed_hook,
+    oidc_scheduled_hook,
+)
+from fastapi_gcp_tasks.protocols import (
+    AsyncDelayedTask,
+    AsyncDelayOptions,
+    AsyncScheduledTask,
+    AsyncSchedulerOptions,
+    DelayedTask,
+    DelayOptions,
+    ScheduledTask,
+    SchedulerOptions,
+    TaskDefaultOptions,
+    as_async_delayed_task,
+    as_async_scheduled_task,
+    as_delayed_task,
+    as_scheduled_task,
+)
+from fastapi_gcp_tasks.scheduled_route import ScheduledRouteBuilder
+from fastapi_gcp_tasks.utils import (
+    async_emulator_client,
+    async_scheduler_emulator_client,
+    emulator_client,
+    ensure_queue,
+    ensure_queue_async,
+    location_path,
+    queue_path,
+    scheduler_emulator_client,
+)
+
+__version__ = "1.0.0.dev0"
+
+__all__ = [
+    "AsyncDelayOptions",
+    "AsyncDelayedRouteBuilder",
+    "AsyncDelayedTask",
+    "AsyncScheduledRouteBuilder",
+    "AsyncScheduledTask",
+    "AsyncSchedulerOptions",
+    "BadMethodError",
+    "ClientClosedError",
+    "CloudSchedulerHeaders",
+    "CloudTasksHeaders",
+    "DelayOptions",
+    "DelayedRouteBuilder",
+    "DelayedTask",
+    "DelayedTaskHook",
+    "FastAPIGCPTasksError",
+    "MissingParamError",
+    "PreparedTask",
+    "RouteDefinitionError",
+    "ScheduledHook",
+    "ScheduledRouteBuilder",
+    "ScheduledTask",
+    "SchedulerOptions",
+    "SendError",
+    "TaskAlreadyExistsError",
+    "TaskArgumentError",
+    "TaskDefaultOptions",
+    "TaskLimitError",
+    "TaskSender",
+    "TaskSink",
+    "UnknownParamError",
+    "UnrepresentableValueError",
+    "WrongTypeError",
+    "as_async_delayed_task",
+    "as_async_scheduled_task",
+    "as_delayed_task",
+    "as_scheduled_task",
+    "async_emulator_client",
+    "async_scheduler_emulator_client",
+    "chained_hook",
+    "deadline_delayed_hook",
+    "deadline_scheduled_hook",
+    "emulator_client",
+    "ensure_queue",
+    "ensure_queue_async",
+    "hashed_task_id",
+    "location_path",
+    "max_retries",
+    "noop_hook",
+    "oauth_delayed_hook",
+    "oauth_scheduled_hook",
+    "oidc_delayed_hook",
+    "oidc_scheduled_hook",
+    "queue_path",
+    "scheduler_emulator_client",
+    "task_default_options",
+    "use_sink",
+]

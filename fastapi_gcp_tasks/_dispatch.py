@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from google.cloud import tasks_v2
+
+from fastapi_gcp_tasks.exception import FastAPIGCPTasksError
 
 __all__ = ["PreparedTask", "TaskSender", "TaskSink", "current_sink", "use_sink"]
 
@@ -32,6 +34,17 @@ class TaskSender(Protocol):
 
     async def send_async(self, request: tasks_v2.CreateTaskRequest, *, timeout: float) -> tasks_v2.Task:
         """Create the task from a running event loop."""
+        ...
+
+    async def send_batch_async(
+        self, requests: Sequence[tasks_v2.CreateTaskRequest], *, timeout: float
+    ) -> list[tasks_v2.Task | FastAPIGCPTasksError]:
+        """Create named tasks of one queue with as few calls as possible (`batch_create_tasks`, 100 a call).
+
+        Returns one entry per request, in order: the created task, or the error that request got
+        (a `TaskAlreadyExistsError` means it had been created already). Raises only for errors that
+        affect the whole batch.
+        """
         ...
 
 

@@ -12,7 +12,9 @@ FastAPIGCPTasksError
 │   └── TaskLimitError        something Cloud Tasks / Cloud Scheduler would refuse (size, eta, names, cron, ...)
 ├── TaskAlreadyExistsError    a task with this name exists or existed recently (duplicate `task_id`)
 ├── SendError                 the service refused or could not be reached while creating a task or job
-└── ClientClosedError         a client was used after it was closed
+├── WorkerConfigError         a worker-side dependency or policy given a value it cannot honour (raised when created)
+├── ClientClosedError         a client was used after it was closed
+└── BufferRequiredError       a `.delay()` that must be buffered ran outside any request buffer
 ```
 
 `TaskArgumentError` subclasses `ValueError`, and `MissingParamError` / `WrongTypeError` keep the
@@ -23,8 +25,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from google.api_core.exceptions import AlreadyExists
+
 __all__ = [
     "BadMethodError",
+    "BufferRequiredError",
     "ClientClosedError",
     "FastAPIGCPTasksError",
     "MissingParamError",
@@ -35,6 +40,7 @@ __all__ = [
     "TaskLimitError",
     "UnknownParamError",
     "UnrepresentableValueError",
+    "WorkerConfigError",
     "WrongTypeError",
 ]
 
@@ -92,14 +98,15 @@ class TaskLimitError(TaskArgumentError):
     """The task or job would be refused by Cloud Tasks or Cloud Scheduler (size, eta, name, cron, ...)."""
 
 
-class TaskAlreadyExistsError(FastAPIGCPTasksError):
+class TaskAlreadyExistsError(FastAPIGCPTasksError, AlreadyExists):
     """A task with this name exists, or existed recently (Cloud Tasks keeps names for up to 24 hours).
 
-    Raised when `.delay()` is given a `task_id` that was already used: catch it to deduplicate.
+    Raised when `.delay()` is given a `task_id` that was already used: catch it to deduplicate. It is also
+    a `google.api_core.exceptions.AlreadyExists`, which is what fastapi-gcp-tasks 0.3 let through.
     """
 
     def __init__(self, task_name: str) -> None:
-        super().__init__(f"task {task_name!r} already exists or existed recently")
+        AlreadyExists.__init__(self, f"task {task_name!r} already exists or existed recently")
         self.task_name = task_name
 
 
@@ -117,3 +124,24 @@ class SendError(FastAPIGCPTasksError):
 
 class ClientClosedError(FastAPIGCPTasksError, RuntimeError):
     """A client was used after it was closed."""
+
+
+class WorkerConfigError(FastAPIGCPTasksError, ValueError):
+    """A worker-side dependency or policy was given a value it cannot honour.
+
+    Raised where `max_retries`, `OIDCVerifier` or `PoisonPolicy` is created, before any request arrives.
+
+    `param` names the argument at fault.
+    """
+
+    def __init__(self, message: str, *, param: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+class BufferRequiredError(FastAPIGCPTasksError, RuntimeError):
+    """A `.delay()` routed through `require_buffer` ran where no request buffer or other sink was active.
+
+    Raised at the call site, before anything is sent, for tasks that must only be created once the
+    request (or `task_buffer()` block) that produced them has succeeded.
+    """

@@ -40,6 +40,8 @@ class DeliveryRequest:
     """Seconds to wait for the response before the attempt counts as failed."""
     source: str = ""
     """The task or job name, for logs and the inspection API."""
+    attempt: int = 1
+    """1 for the first attempt of this task or job run, then 2, 3, ... (logs and inspection only)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +56,31 @@ class DeliveryResult:
     @property
     def ok(self) -> bool:
         """Any 2xx acknowledges, as on Cloud Tasks and Cloud Scheduler."""
+        return self.status is not None and 200 <= self.status < 300
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRecord:
+    """One attempt as the emulator's inspection API reports it (`Emulator.deliveries`)."""
+
+    source: str
+    """The task or job name."""
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    body: bytes
+    status: int | None
+    """The HTTP status, or None when no response arrived (see `error`)."""
+    attempt: int
+    latency: float
+    """Seconds from sending the request to the end of the response."""
+    time: dt.datetime
+    """When the attempt started, on the emulator's clock."""
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the attempt was acknowledged (any 2xx)."""
         return self.status is not None and 200 <= self.status < 300
 
 

@@ -1,0 +1,238 @@
+"""The route classes behind the four builders, and how their methods are attached to endpoints.
+
+A builder returns an `APIRoute` subclass. When FastAPI registers an endpoint with it, the route computes
+its `RoutePlan` once and attaches `.delay` / `.options` (delayed routes) or `.scheduler` (scheduled routes)
+to the endpoint function. Sync and async builders share everything but the last call: `Delayer.delay`
+versus `Delayer.delay_async`, `JobSync.schedule` versus `JobSync.schedule_async`.
+
+FastAPI before 0.137 copies routes when a router is included; the copies keep the original's
+`openapi_extra` object, which is how they are recognised and left unbound. Any other second registration
+of one endpoint function as a task is an error: its `.delay` could only reach one of the paths.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from fastapi.routing import APIRoute
+from google.cloud import scheduler_v1, tasks_v2
+
+from fastapi_gcp_tasks._clients import (
+    AsyncClientSource,
+    SyncClientSource,
+    async_scheduler_source,
+    async_tasks_source,
+    sync_scheduler_source,
+    sync_tasks_source,
+)
+from fastapi_gcp_tasks._jobs import JobConfig, JobSync
+from fastapi_gcp_tasks._plan import RoutePlan
+from fastapi_gcp_tasks._tasks import DelayConfig, Delayer, RouteSender
+from fastapi_gcp_tasks.exception import RouteDefinitionError
+
+__all__ = ["delayed_route_class", "scheduled_route_class"]
+
+_BOUND_ROUTE = "__fastapi_gcp_tasks_route__"
+DEFAULT_OPTIONS_ATTR = "_delay_options"
+
+
+class _RegistrationMarker(dict[str, Any]):
+    """`openapi_extra` of a task route: the user's values plus the route it belongs to."""
+
+    def __init__(self, route: APIRoute, openapi_extra: Mapping[str, Any] | None) -> None:
+        super().__init__(openapi_extra or {})
+        self.route = route
+
+
+def _claim_endpoint(route: APIRoute) -> bool:
+    """Attach `route` to its endpoint; False when `route` is FastAPI's copy of the route already attached."""
+    endpoint = route.endpoint
+    existing: APIRoute | None = getattr(endpoint, _BOUND_ROUTE, None)
+    if existing is None:
+        route.openapi_extra = _RegistrationMarker(route, route.openapi_extra)
+        try:
+            setattr(endpoint, _BOUND_ROUTE, route)
+        except AttributeError:
+            raise RouteDefinitionError(
+                f"{route.path}: the endpoint {endpoint!r} does not accept attributes; use a plain function"
+            ) from None
+        return True
+    marker = route.openapi_extra
+    if isinstance(marker, _RegistrationMarker) and marker.route is existing and type(existing) is type(route):
+        return False
+    name = getattr(endpoint, "__qualname__", repr(endpoint))
+    raise RouteDefinitionError(
+        f"endpoint {name!r} is already a task at {existing.path!r}; it cannot also be one at {route.path!r}, "
+        "since its .delay()/.scheduler() can reach only one path: register a second function instead"
+    )
+
+
+def _positional_guard(name: str, args: tuple[Any, ...]) -> None:
+    if args:
+        raise TypeError(f"{name}() takes keyword arguments only (the endpoint's parameter names)")
+
+
+def delayed_route_class(
+    *,
+    builder_options: Mapping[str, Any],
+    client: Any,
+    is_async: bool,
+) -> type[APIRoute]:
+    """The route class returned by `DelayedRouteBuilder` / `AsyncDelayedRouteBuilder`."""
+    DelayConfig.create(builder_options)  # a bad builder argument fails where the builder is called
+    sync_source: SyncClientSource[tasks_v2.CloudTasksClient] | None = None
+    async_source: AsyncClientSource[tasks_v2.CloudTasksAsyncClient] | None = None
+    if is_async:
+        async_source = async_tasks_source(client)
+    else:
+        sync_source = sync_tasks_source(client)
+    default_sender = RouteSender(
+        sync_source=sync_source,
+        async_source=async_source,
+        auto_create_queue=bool(builder_options.get("auto_create_queue", True)),
+    )
+
+    class DelayedTaskRoute(APIRoute):
+        task_plan: RoutePlan
+        task_delayer: Delayer
+
+        def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+            super().__init__(path, endpoint, **kwargs)
+            if not _claim_endpoint(self):
+                return
+            self.task_plan = RoutePlan(self)
+            endpoint_defaults: Mapping[str, Any] = getattr(endpoint, DEFAULT_OPTIONS_ATTR, None) or {}
+            self._task_defaults = {**builder_options, **endpoint_defaults}
+            self.task_delayer = self._delayer(self._task_defaults, endpoint_defaults.get("client"))
+            delayer = self.task_delayer
+            if is_async:
+
+                async def delay(*args: Any, **values: Any) -> tasks_v2.Task:
+                    _positional_guard("delay", args)
+                    return await delayer.delay_async(values)
+
+            else:
+
+                def delay(*args: Any, **values: Any) -> tasks_v2.Task:  # type: ignore[misc]
+                    _positional_guard("delay", args)
+                    return delayer.delay(values)
+
+            functools.update_wrapper(delay, endpoint, assigned=("__module__", "__qualname__", "__doc__"))
+            endpoint.delay = delay  # type: ignore[attr-defined]
+            endpoint.options = self.task_options  # type: ignore[attr-defined]
+
+        def _delayer(self, options: Mapping[str, Any], client_override: Any) -> Delayer:
+            config = DelayConfig.create(options)
+            sender = default_sender
+            if client_override is not None or config.auto_create_queue != default_sender._auto_create_queue:
+                sender = RouteSender(
+                    sync_source=None if is_async else sync_tasks_source(client_override or client),
+                    async_source=async_tasks_source(client_override or client) if is_async else None,
+                    auto_create_queue=config.auto_create_queue,
+                )
+            return Delayer(self.task_plan, config, sender)
+
+        def task_options(self, **options: Any) -> _DelayHandle:
+            """`endpoint.options(...)`: per-call overrides of any builder keyword or delay option."""
+            merged = {**self._task_defaults, **options}
+            if "base_url" in options and "callback_base_url" not in options:
+                merged.pop("callback_base_url", None)
+            return _DelayHandle(self._delayer(merged, options.get("client")), is_async=is_async)
+
+    return DelayedTaskRoute
+
+
+class _DelayHandle:
+    """What `endpoint.options(...)` returns: `.delay(**values)` with those options."""
+
+    __slots__ = ("_delayer", "delay")
+
+    def __init__(self, delayer: Delayer, *, is_async: bool) -> None:
+        self._delayer = delayer
+        if is_async:
+
+            async def delay(*args: Any, **values: Any) -> tasks_v2.Task:
+                _positional_guard("delay", args)
+                return await delayer.delay_async(values)
+
+        else:
+
+            def delay(*args: Any, **values: Any) -> tasks_v2.Task:  # type: ignore[misc]
+                _positional_guard("delay", args)
+                return delayer.delay(values)
+
+        self.delay = delay
+
+    def request(self, **values: Any) -> tasks_v2.CreateTaskRequest:
+        """The CreateTaskRequest `.delay(**values)` would send, without sending it."""
+        return self._delayer.request(values)
+
+
+class ScheduleHandle:
+    """What `endpoint.scheduler(...)` returns: `.schedule(**values)` and `.delete()` for one job."""
+
+    def __init__(self, sync: JobSync, *, is_async: bool) -> None:
+        self.job_sync = sync
+        self.is_async = is_async
+
+    @property
+    def job_name(self) -> str:
+        """The full job name."""
+        return self.job_sync.config.job_name
+
+    def job(self, **values: Any) -> scheduler_v1.Job:
+        """The Job `.schedule(**values)` would write, without writing it."""
+        return self.job_sync.job(values)
+
+    def schedule(self, *args: Any, **values: Any) -> Any:
+        """Create or update the job (awaitable on async routes)."""
+        _positional_guard("schedule", args)
+        if self.is_async:
+            return self.job_sync.schedule_async(values)
+        return self.job_sync.schedule(values)
+
+    def delete(self) -> Any:
+        """Delete the job; whether there was one (awaitable on async routes)."""
+        if self.is_async:
+            return self.job_sync.delete_async()
+        return self.job_sync.delete()
+
+
+def scheduled_route_class(
+    *,
+    builder_options: Mapping[str, Any],
+    client: Any,
+    is_async: bool,
+) -> type[APIRoute]:
+    """The route class returned by `ScheduledRouteBuilder` / `AsyncScheduledRouteBuilder`."""
+    JobConfig.create(name="check", schedule="* * * * *", options=builder_options)
+
+    def sources(chosen: Any) -> dict[str, Any]:
+        if is_async:
+            return {"sync_source": None, "async_source": async_scheduler_source(chosen)}
+        return {"sync_source": sync_scheduler_source(chosen), "async_source": None}
+
+    default_sources = sources(client)
+
+    class ScheduledTaskRoute(APIRoute):
+        task_plan: RoutePlan
+
+        def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+            super().__init__(path, endpoint, **kwargs)
+            if not _claim_endpoint(self):
+                return
+            self.task_plan = RoutePlan(self)
+            endpoint.scheduler = self.task_scheduler  # type: ignore[attr-defined]
+
+        def task_scheduler(self, *, name: str = "", schedule: str, **options: Any) -> ScheduleHandle:
+            """`endpoint.scheduler(name=..., schedule=..., ...)`: the job for this endpoint."""
+            merged = {**builder_options, **options}
+            if "base_url" in options and "callback_base_url" not in options:
+                merged.pop("callback_base_url", None)
+            config = JobConfig.create(name=name or self.unique_id, schedule=schedule, options=merged)
+            chosen = sources(options["client"]) if options.get("client") is not None else default_sources
+            return ScheduleHandle(JobSync(self.task_plan, config, **chosen), is_async=is_async)
+
+    return ScheduledTaskRoute

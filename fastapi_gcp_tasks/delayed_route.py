@@ -1,0 +1,56 @@
+"""`DelayedRouteBuilder`: endpoints whose `.delay()` creates a Cloud Tasks task (sync)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fastapi.routing import APIRoute
+from google.cloud import tasks_v2
+
+from fastapi_gcp_tasks._dispatch import TaskSink
+from fastapi_gcp_tasks._routes import delayed_route_class
+from fastapi_gcp_tasks.hooks import DelayedTaskHook
+
+__all__ = ["DelayedRouteBuilder"]
+
+
+def DelayedRouteBuilder(  # noqa: N802 - the 0.3 name is a function
+    *,
+    queue_path: str,
+    callback_base_url: str | None = None,
+    base_url: str | None = None,
+    task_create_timeout: float = 10.0,
+    pre_create_hook: DelayedTaskHook | None = None,
+    client: tasks_v2.CloudTasksClient | Callable[[], tasks_v2.CloudTasksClient] | None = None,
+    auto_create_queue: bool = True,
+    dispatch_deadline: float | None = None,
+    hash_task_id: bool = False,
+    headers: dict[str, str] | None = None,
+    sink: TaskSink | None = None,
+) -> type[APIRoute]:
+    """A route class for `APIRouter(route_class=...)` that gives each endpoint `.delay()` and `.options()`.
+
+    `callback_base_url` is the externally reachable URL to which the route's path (including its own
+    router's prefix) is appended; it must include prefixes added by outer `include_router` calls and mount
+    paths. `base_url` is its legacy name.
+
+    `client` is a `CloudTasksClient`, a zero-argument factory of one, or None for the process-wide default
+    (the emulator when `FASTAPI_GCP_TASKS_EMULATOR_HOST` is set). Nothing is called when the route class is
+    built: the client is created on the first `.delay()`, and with `auto_create_queue` the queue is created
+    then too (once per process), so an app imports while Cloud Tasks is unreachable.
+
+    `sink` hands every task to a sink (for example the transactional outbox) instead of sending it.
+    """
+    return delayed_route_class(
+        builder_options=_options(locals()),
+        client=client,
+        is_async=False,
+    )
+
+
+def _options(arguments: dict[str, Any]) -> dict[str, Any]:
+    options = {k: v for k, v in arguments.items() if k != "client" and v is not None}
+    if base := options.pop("base_url", None):
+        options.setdefault("callback_base_url", base)
+    return options

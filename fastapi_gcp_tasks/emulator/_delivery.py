@@ -1,0 +1,157 @@
+"""How the emulator makes HTTP attempts: over pooled keep-alive connections, or straight into an ASGI app.
+
+Every deliverer honours the attempt's deadline itself and never raises: a refused connection, a timeout
+or a crashing app all come back as a `DeliveryResult` without a status, so the services only have to
+look at results. `RecordingDeliverer` wraps either one to keep the inspection records and write the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from fastapi_gcp_tasks.emulator._types import (
+    Clock,
+    Deliverer,
+    DeliveryRecord,
+    DeliveryRequest,
+    DeliveryResult,
+)
+
+__all__ = ["AsyncASGIDeliverer", "HttpDeliverer", "RecordingDeliverer", "logger"]
+
+logger = logging.getLogger("fastapi_gcp_tasks.emulator")
+
+_NO_HEADERS: Mapping[str, str] = {}
+
+
+class _HttpxDeliverer:
+    """One `httpx.AsyncClient`, created on first use on the loop that delivers."""
+
+    def __init__(self) -> None:
+        self._client: httpx.AsyncClient | None = None
+
+    def _make_client(self) -> httpx.AsyncClient:
+        raise NotImplementedError
+
+    async def deliver(self, request: DeliveryRequest) -> DeliveryResult:
+        """Make one attempt within `request.deadline` seconds; never raises."""
+        client = self._client
+        if client is None:
+            client = self._client = self._make_client()
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(request.deadline):
+                response = await client.request(
+                    request.method,
+                    request.url,
+                    headers=request.headers,
+                    content=request.body or None,
+                )
+        except TimeoutError:
+            return DeliveryResult(
+                None, time.perf_counter() - started, error=f"no response within the {request.deadline:g} s deadline"
+            )
+        except httpx.HTTPError as exc:
+            return DeliveryResult(None, time.perf_counter() - started, error=f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - a broken target must never break the emulator; it is reported
+            return DeliveryResult(None, time.perf_counter() - started, error=f"{type(exc).__name__}: {exc}")
+        headers = response.headers
+        retry_after = headers.get("retry-after")
+        return DeliveryResult(
+            response.status_code,
+            time.perf_counter() - started,
+            headers={"retry-after": retry_after} if retry_after is not None else _NO_HEADERS,
+        )
+
+    async def aclose(self) -> None:
+        """Close the pooled connections."""
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.aclose()
+
+
+class HttpDeliverer(_HttpxDeliverer):
+    """Delivers over real HTTP, keeping connections alive between attempts (one pool for every target)."""
+
+    def __init__(self, *, max_connections: int = 1000) -> None:
+        """`max_connections` bounds the sockets open at once across all targets."""
+        super().__init__()
+        self._limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+
+    def _make_client(self) -> httpx.AsyncClient:
+        # the deadline is enforced around the whole attempt; httpx's own timeouts must not cut it shorter
+        return httpx.AsyncClient(limits=self._limits, timeout=None, follow_redirects=False, trust_env=False)
+
+
+class AsyncASGIDeliverer(_HttpxDeliverer):
+    """Delivers straight into an ASGI application, without sockets (tests, in-process development).
+
+    An exception escaping the app becomes a 500, as a server would answer.
+    """
+
+    def __init__(self, app: Any) -> None:
+        """`app` is any ASGI application, for example a `FastAPI` instance."""
+        super().__init__()
+        self.app = app
+
+    def _make_client(self) -> httpx.AsyncClient:
+        transport = httpx.ASGITransport(app=self.app, raise_app_exceptions=False)
+        return httpx.AsyncClient(transport=transport, timeout=None, follow_redirects=False)
+
+
+class RecordingDeliverer:
+    """Wraps a deliverer: logs every attempt and keeps the latest ones for `Emulator.deliveries`."""
+
+    def __init__(self, inner: Deliverer, clock: Clock, *, keep: int | None = 10_000) -> None:
+        """Keep the last `keep` records (all of them when None)."""
+        self.inner = inner
+        self.clock = clock
+        self.records: collections.deque[DeliveryRecord] = collections.deque(maxlen=keep)
+
+    async def deliver(self, request: DeliveryRequest) -> DeliveryResult:
+        """Make the attempt through the wrapped deliverer, then record and log it."""
+        when = self.clock.now()
+        result = await self.inner.deliver(request)
+        self.records.append(
+            DeliveryRecord(
+                source=request.source,
+                method=request.method,
+                url=request.url,
+                headers=request.headers,
+                body=request.body,
+                status=result.status,
+                attempt=request.attempt,
+                latency=result.latency,
+                time=when,
+                error=result.error,
+            )
+        )
+        level = logging.INFO if result.ok else logging.WARNING
+        if logger.isEnabledFor(level):
+            outcome = str(result.status) if result.status is not None else f"no response ({result.error})"
+            logger.log(
+                level,
+                "%s %s -> %s in %.1f ms (attempt %d) %s",
+                request.method,
+                request.url,
+                outcome,
+                result.latency * 1000,
+                request.attempt,
+                request.source,
+            )
+        return result
+
+    async def aclose(self) -> None:
+        """Close the wrapped deliverer."""
+        await self.inner.aclose()
+
+    def clear(self) -> None:
+        """Forget every record."""
+        self.records.clear()

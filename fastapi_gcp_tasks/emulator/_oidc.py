@@ -1,0 +1,155 @@
+"""OIDC tokens for tasks with `http_request.oidc_token`, and the documents a worker needs to verify them.
+
+Each emulator signs with its own RSA key (RS256), generated on first use because it costs tens of
+milliseconds. The discovery document and the JWKS are served over plain HTTP on loopback so a worker
+in development can verify tokens the way it verifies Google's, with the emulator's issuer instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import threading
+from typing import Any
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+__all__ = ["OIDCServer", "TokenSigner"]
+
+TOKEN_LIFETIME = dt.timedelta(hours=1)
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _int_b64url(value: int) -> str:
+    return _b64url(value.to_bytes((value.bit_length() + 7) // 8, "big"))
+
+
+class TokenSigner:
+    """Signs OIDC ID tokens with one RSA key, and publishes that key as a JWKS."""
+
+    def __init__(self, issuer: str) -> None:
+        """`issuer` becomes the tokens' `iss` claim and the discovery document's `issuer`."""
+        self.issuer = issuer
+        self._key: rsa.RSAPrivateKey | None = None
+        self._kid = ""
+        self._lock = threading.Lock()
+
+    def _private_key(self) -> rsa.RSAPrivateKey:
+        with self._lock:
+            if self._key is None:
+                key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+                numbers = key.public_key().public_numbers()
+                self._kid = hashlib.sha256(numbers.n.to_bytes(256, "big")).hexdigest()[:16]
+                self._key = key
+            return self._key
+
+    def token(self, *, audience: str, email: str, now: dt.datetime) -> str:
+        """An RS256 ID token for `email`, valid for one hour from `now`."""
+        key = self._private_key()
+        header = {"alg": "RS256", "kid": self._kid, "typ": "JWT"}
+        issued = int(now.timestamp())
+        claims = {
+            "aud": audience,
+            "azp": email,
+            "email": email,
+            "email_verified": True,
+            "exp": issued + int(TOKEN_LIFETIME.total_seconds()),
+            "iat": issued,
+            "iss": self.issuer,
+            "sub": email,
+        }
+        signing_input = (
+            _b64url(json.dumps(header, separators=(",", ":")).encode())
+            + "."
+            + _b64url(json.dumps(claims, separators=(",", ":")).encode())
+        )
+        signature = key.sign(signing_input.encode("ascii"), padding.PKCS1v15(), hashes.SHA256())
+        return signing_input + "." + _b64url(signature)
+
+    def jwks(self) -> dict[str, Any]:
+        """The public key as a JSON Web Key Set."""
+        numbers = self._private_key().public_key().public_numbers()
+        return {
+            "keys": [
+                {
+                    "kty": "RSA",
+                    "alg": "RS256",
+                    "use": "sig",
+                    "kid": self._kid,
+                    "n": _int_b64url(numbers.n),
+                    "e": _int_b64url(numbers.e),
+                }
+            ]
+        }
+
+    def discovery(self) -> dict[str, Any]:
+        """The OpenID Provider configuration document."""
+        return {
+            "issuer": self.issuer,
+            "jwks_uri": f"{self.issuer}/jwks",
+            "id_token_signing_alg_values_supported": ["RS256"],
+            "response_types_supported": ["id_token"],
+            "subject_types_supported": ["public"],
+            "claims_supported": ["aud", "azp", "email", "email_verified", "exp", "iat", "iss", "sub"],
+        }
+
+
+class OIDCServer:
+    """A minimal HTTP/1.1 server for `/.well-known/openid-configuration` and `/jwks` (GET only)."""
+
+    def __init__(self, signer: TokenSigner) -> None:
+        self.signer = signer
+        self._server: asyncio.Server | None = None
+
+    async def start(self, host: str, port: int) -> int:
+        """Listen on `host:port` (0 picks a free port); returns the port."""
+        self._server = await asyncio.start_server(self._handle, host, port)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        """Stop listening and close open connections."""
+        if self._server is not None:
+            server, self._server = self._server, None
+            server.close()
+            close_clients = getattr(server, "close_clients", None)
+            if close_clients is not None:
+                close_clients()
+            await server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(10):
+                head = await reader.readuntil(b"\r\n\r\n")
+            method, _, rest = head.split(b"\r\n", 1)[0].decode("latin-1").partition(" ")
+            path = rest.partition(" ")[0].partition("?")[0]
+            status, document = self._route(method, path)
+            body = json.dumps(document).encode()
+            writer.write(
+                f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+                "Cache-Control: no-store\r\nConnection: close\r\n\r\n".encode("latin-1")
+                + body
+            )
+            await writer.drain()
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
+    def _route(self, method: str, path: str) -> tuple[str, dict[str, Any]]:
+        if method != "GET":
+            return "405 Method Not Allowed", {"error": "only GET is served"}
+        if path == "/.well-known/openid-configuration":
+            return "200 OK", self.signer.discovery()
+        if path == "/jwks":
+            return "200 OK", self.signer.jwks()
+        return "404 Not Found", {"error": f"no document at {path}"}

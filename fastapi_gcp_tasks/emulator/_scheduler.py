@@ -1,0 +1,775 @@
+"""The emulator's Cloud Scheduler v1 service: jobs kept in memory, fired on the emulator's clock.
+
+The official `google.cloud.scheduler_v1` clients talk to it unchanged over gRPC. It validates requests
+and answers with the status codes of the real service, fills the output-only fields the way the
+service does (`state`, `user_update_time`, `schedule_time`, `last_attempt_time`, `status`), and fires
+HTTP-target jobs over the shared `Deliverer`. Pub/Sub and App Engine jobs are stored but never fired.
+
+Execution model, as Cloud Scheduler documents it:
+
+- An execution is a first attempt plus its retries. A job has at most one scheduled execution at a
+  time: a start time that comes while the previous execution is still running (or waiting to retry)
+  is delayed until it ends, and several missed start times collapse into one run. `RunJob` starts an
+  extra execution right away, even while another one runs.
+- Retries follow `retry_config`: none when `retry_count` is 0; otherwise the job is retried until
+  `retry_count` retries were made and, when `max_retry_duration` is set, that much time has passed
+  since the first attempt ("until both limits are reached"), but never at or after the next scheduled
+  start time. Backoff starts at `min_backoff_duration`, doubles `max_doublings` times, then grows
+  linearly by the last doubled value, capped at `max_backoff_duration`.
+- Each attempt may take at most `attempt_deadline`, measured on the emulator's clock, so a test with a
+  manual clock can time an attempt out without waiting. Attempts run concurrently: a slow job never
+  holds up another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import datetime as dt
+import logging
+import re
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import grpc
+from google.cloud import scheduler_v1
+from google.protobuf import empty_pb2, field_mask_pb2, timestamp_pb2
+from google.protobuf.message import DecodeError
+
+from fastapi_gcp_tasks.emulator._cron import CronSchedule, parse_time_zone
+from fastapi_gcp_tasks.emulator._types import Clock, Deliverer, DeliveryRequest, DeliveryResult
+from fastapi_gcp_tasks.exception import TaskLimitError
+
+__all__ = ["SERVICE_NAME", "JobDelivery", "SchedulerService"]
+
+SERVICE_NAME = "google.cloud.scheduler.v1.CloudScheduler"
+
+logger = logging.getLogger("fastapi_gcp_tasks.emulator")
+
+_Job = scheduler_v1.Job.pb()
+_ENABLED = int(scheduler_v1.Job.State.ENABLED)
+_PAUSED = int(scheduler_v1.Job.State.PAUSED)
+_METHODS: dict[int, str] = {
+    value.number: value.name
+    for value in scheduler_v1.HttpTarget.pb().DESCRIPTOR.fields_by_name["http_method"].enum_type.values
+    if value.number
+}
+_POST = int(scheduler_v1.HttpMethod.POST)
+_BODY_METHODS = {"POST", "PUT", "PATCH"}
+
+_PARENT = re.compile(r"projects/[A-Za-z0-9:.\-]{1,100}/locations/[A-Za-z0-9\-]{1,63}")
+_JOB_NAME = re.compile(rf"(?P<parent>{_PARENT.pattern})/jobs/(?P<id>[A-Za-z0-9_\-]{{1,500}})")
+_TOPIC = re.compile(r"projects/[A-Za-z0-9:.\-]{1,100}/topics/[A-Za-z][A-Za-z0-9\-_.~+%]{2,254}")
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_HEADER_VALUE = re.compile(r"[\t\x20-\x7e\x80-\U0010ffff]*")
+_REPLACED_HEADERS = ("host", "content-length", "user-agent", "x-google-", "x-appengine-", "x-cloudscheduler")
+
+_MAX_JOB_BYTES = 1024 * 1024
+_MAX_HEADER_BYTES = 80 * 1024
+_MAX_URL = 2083
+_MAX_PAGE = 500
+_MAX_DESCRIPTION = 500
+_MAX_DURATION_SECONDS = 315_576_000_000
+_DEFAULT_DEADLINE = 180
+_HTTP_DEADLINE = (15, 30 * 60)
+_APP_ENGINE_DEADLINE = (15, 24 * 3600 + 15)
+_MAX_RETRY_COUNT = 5
+_MAX_DOUBLINGS = 16
+_MAX_BACKOFF_SECONDS = 3600
+_DEFAULT_MIN_BACKOFF = 5
+_DEFAULT_DOUBLINGS = 5
+
+_UPDATABLE = frozenset(
+    {
+        "description",
+        "schedule",
+        "time_zone",
+        "http_target",
+        "pubsub_target",
+        "app_engine_http_target",
+        "retry_config",
+        "attempt_deadline",
+    }
+)
+_TARGETS = ("http_target", "pubsub_target", "app_engine_http_target")
+_IDLE_WAIT = dt.timedelta(hours=1)
+
+
+class _RpcError(Exception):
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _invalid(message: str) -> _RpcError:
+    return _RpcError(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+@dataclass(frozen=True, slots=True)
+class JobDelivery:
+    """One HTTP attempt the scheduler made, for tests and the inspection API."""
+
+    job: str
+    """The full job name."""
+    schedule_time: dt.datetime
+    """The start time the execution was scheduled for (sent as `X-CloudScheduler-ScheduleTime`)."""
+    attempt: int
+    """1 for the first attempt of an execution, 2 for its first retry, ..."""
+    started: dt.datetime
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    body: bytes
+    status: int | None
+    """The HTTP status, or None when no response arrived before the deadline."""
+    latency: float
+    error: str | None = None
+    forced: bool = False
+    """The execution was started by `RunJob` rather than by the schedule."""
+
+
+@dataclass(eq=False, slots=True)
+class _StoredJob:
+    pb: Any
+    cron: CronSchedule
+    tz: dt.tzinfo
+    next_run: dt.datetime | None = None
+    busy: _Execution | None = None
+
+
+@dataclass(eq=False, slots=True)
+class _Execution:
+    job: _StoredJob
+    schedule_time: dt.datetime
+    due: dt.datetime
+    forced: bool
+    attempts: int = 0
+    first_attempt: dt.datetime | None = None
+    running: bool = False
+
+
+@dataclass(slots=True)
+class _Retry:
+    count: int
+    max_duration: float
+    min_backoff: float
+    max_backoff: float
+    doublings: int
+
+    def backoff(self, retries_done: int) -> float:
+        if retries_done <= self.doublings:
+            delay = self.min_backoff * 2.0**retries_done
+        else:
+            delay = self.min_backoff * 2.0**self.doublings * (retries_done - self.doublings + 1)
+        return min(delay, self.max_backoff)
+
+
+def _seconds(duration: Any) -> float:
+    return float(duration.seconds + duration.nanos / 1e9)
+
+
+def _check_duration(duration: Any, name: str) -> float:
+    seconds, nanos = duration.seconds, duration.nanos
+    if not (0 <= seconds <= _MAX_DURATION_SECONDS and 0 <= nanos < 1_000_000_000):
+        raise _invalid(f"{name} must be a non-negative duration, got {seconds}s {nanos}ns")
+    return float(seconds + nanos / 1e9)
+
+
+def _timestamp(value: dt.datetime) -> Any:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def _rfc3339(value: dt.datetime) -> str:
+    value = value.astimezone(dt.UTC)
+    text = value.strftime("%Y-%m-%dT%H:%M:%S")
+    if value.microsecond:
+        text += f".{value.microsecond:06d}".rstrip("0")
+    return text + "Z"
+
+
+def _grpc_code(result: DeliveryResult, timed_out: bool) -> tuple[int, str]:
+    """The google.rpc code Cloud Scheduler records in `Job.status` for an attempt."""
+    if result.ok:
+        return 0, ""
+    if result.status is None:
+        if timed_out:
+            return grpc.StatusCode.DEADLINE_EXCEEDED.value[0], "attempt deadline exceeded"
+        return grpc.StatusCode.UNAVAILABLE.value[0], result.error or "no response"
+    codes = {
+        400: grpc.StatusCode.INVALID_ARGUMENT,
+        401: grpc.StatusCode.UNAUTHENTICATED,
+        403: grpc.StatusCode.PERMISSION_DENIED,
+        404: grpc.StatusCode.NOT_FOUND,
+        409: grpc.StatusCode.ABORTED,
+        412: grpc.StatusCode.FAILED_PRECONDITION,
+        429: grpc.StatusCode.RESOURCE_EXHAUSTED,
+        499: grpc.StatusCode.CANCELLED,
+        501: grpc.StatusCode.UNIMPLEMENTED,
+        503: grpc.StatusCode.UNAVAILABLE,
+        504: grpc.StatusCode.DEADLINE_EXCEEDED,
+    }
+    code = codes.get(result.status)
+    if code is None:
+        code = grpc.StatusCode.INTERNAL if result.status >= 500 else grpc.StatusCode.UNKNOWN
+    return code.value[0], f"HTTP {result.status}"
+
+
+def _validate_http_target(target: Any, deadline: float | None) -> None:
+    uri = target.uri
+    if not uri:
+        raise _invalid("http_target.uri is required")
+    if len(uri) > _MAX_URL:
+        raise _invalid(f"http_target.uri is longer than {_MAX_URL} characters")
+    if not uri.startswith(("http://", "https://")) or any(c.isspace() or ord(c) < 0x20 for c in uri):
+        raise _invalid(f"http_target.uri={uri!r} must be an http:// or https:// URL")
+    try:
+        parts = urlsplit(uri)
+        _ = parts.port
+    except ValueError as exc:
+        raise _invalid(f"http_target.uri={uri!r} is not a valid URL: {exc}") from None
+    if not parts.hostname:
+        raise _invalid(f"http_target.uri={uri!r} has no host")
+    method = target.http_method or _POST
+    if method not in _METHODS:
+        raise _invalid(f"http_target.http_method={target.http_method} is not an HTTP method")
+    if target.body and _METHODS[method] not in _BODY_METHODS:
+        raise _invalid(f"http_target.body is only allowed with POST, PUT or PATCH, not {_METHODS[method]}")
+    size = 0
+    for name, value in target.headers.items():
+        if _HEADER_NAME.fullmatch(name) is None:
+            raise _invalid(f"http_target.headers: {name!r} is not a valid header name")
+        if _HEADER_VALUE.fullmatch(value) is None:
+            raise _invalid(f"http_target.headers[{name!r}] contains control characters")
+        size += len(name.encode()) + len(value.encode())
+    if size >= _MAX_HEADER_BYTES:
+        raise _invalid(f"http_target.headers total {size} bytes; the limit is 80 KB")
+    auth = target.WhichOneof("authorization_header")
+    if auth is not None and "@" not in getattr(target, auth).service_account_email:
+        raise _invalid(f"http_target.{auth}.service_account_email must be a service account email")
+    if deadline is not None and not _HTTP_DEADLINE[0] <= deadline <= _HTTP_DEADLINE[1]:
+        raise _invalid(f"attempt_deadline must be between 15 seconds and 30 minutes for HTTP targets, got {deadline}s")
+
+
+def _validate(job: Any) -> tuple[CronSchedule, dt.tzinfo]:
+    """Check a normalised job as the real service would; INVALID_ARGUMENT with the reason."""
+    if len(job.description) > _MAX_DESCRIPTION:
+        raise _invalid(f"description is longer than {_MAX_DESCRIPTION} characters")
+    if not job.schedule:
+        raise _invalid("schedule is required")
+    try:
+        cron = CronSchedule.parse(job.schedule)
+        tz = parse_time_zone(job.time_zone)
+    except TaskLimitError as exc:
+        raise _invalid(str(exc)) from None
+    kind = job.WhichOneof("target")
+    if kind is None:
+        raise _invalid("a job needs a target: http_target, pubsub_target or app_engine_http_target")
+    deadline = _check_duration(job.attempt_deadline, "attempt_deadline") if job.HasField("attempt_deadline") else None
+    if kind == "http_target":
+        _validate_http_target(job.http_target, deadline)
+    elif kind == "pubsub_target":
+        if _TOPIC.fullmatch(job.pubsub_target.topic_name) is None:
+            raise _invalid(
+                f"pubsub_target.topic_name={job.pubsub_target.topic_name!r} is not projects/PROJECT_ID/topics/TOPIC_ID"
+            )
+    else:
+        target = job.app_engine_http_target
+        if target.relative_uri and not target.relative_uri.startswith("/"):
+            raise _invalid("app_engine_http_target.relative_uri must start with '/'")
+        if target.http_method and target.http_method not in _METHODS:
+            raise _invalid(f"app_engine_http_target.http_method={target.http_method} is not an HTTP method")
+        if deadline and not _APP_ENGINE_DEADLINE[0] <= deadline <= _APP_ENGINE_DEADLINE[1]:
+            raise _invalid("attempt_deadline must be 0 or between 15 seconds and 24 hours 15 seconds for App Engine")
+    retry = job.retry_config
+    if not 0 <= retry.retry_count <= _MAX_RETRY_COUNT:
+        raise _invalid(f"retry_config.retry_count must be between 0 and {_MAX_RETRY_COUNT}, got {retry.retry_count}")
+    if not 0 <= retry.max_doublings <= _MAX_DOUBLINGS:
+        raise _invalid(f"retry_config.max_doublings must be between 0 and {_MAX_DOUBLINGS}, got {retry.max_doublings}")
+    _check_duration(retry.max_retry_duration, "retry_config.max_retry_duration")
+    low = _check_duration(retry.min_backoff_duration, "retry_config.min_backoff_duration")
+    high = _check_duration(retry.max_backoff_duration, "retry_config.max_backoff_duration")
+    for name, value in (("min_backoff_duration", low), ("max_backoff_duration", high)):
+        if value > _MAX_BACKOFF_SECONDS:
+            raise _invalid(f"retry_config.{name} must be at most 1 hour, got {value}s")
+    if low > high:
+        raise _invalid("retry_config.min_backoff_duration must not exceed max_backoff_duration")
+    if job.ByteSize() > _MAX_JOB_BYTES:
+        raise _invalid("a job may be at most 1 MB")
+    return cron, tz
+
+
+def _normalise(job: Any) -> None:
+    """Fill the defaults the service shows on a stored job."""
+    kind = job.WhichOneof("target")
+    if kind == "http_target" and not job.http_target.http_method:
+        job.http_target.http_method = _POST
+    if kind == "app_engine_http_target" and not job.app_engine_http_target.http_method:
+        job.app_engine_http_target.http_method = _POST
+    if kind == "http_target" and not job.HasField("attempt_deadline"):
+        job.attempt_deadline.seconds = _DEFAULT_DEADLINE
+    retry = job.retry_config
+    if not retry.HasField("min_backoff_duration"):
+        retry.min_backoff_duration.seconds = _DEFAULT_MIN_BACKOFF
+    if not retry.HasField("max_backoff_duration"):
+        retry.max_backoff_duration.seconds = _MAX_BACKOFF_SECONDS
+    if not retry.HasField("max_retry_duration"):
+        retry.max_retry_duration.SetInParent()
+    if not retry.max_doublings:
+        retry.max_doublings = _DEFAULT_DOUBLINGS
+
+
+def _clear_output(job: Any) -> None:
+    for name in ("user_update_time", "state", "status", "schedule_time", "last_attempt_time"):
+        job.ClearField(name)
+
+
+def _parse_job_name(name: str) -> re.Match[str]:
+    match = _JOB_NAME.fullmatch(name)
+    if match is None:
+        raise _invalid(
+            f"job name {name!r} is not projects/PROJECT_ID/locations/LOCATION_ID/jobs/JOB_ID "
+            "(JOB_ID: 1 to 500 characters from [A-Za-z0-9_-])"
+        )
+    return match
+
+
+def _check_parent(parent: str) -> None:
+    if _PARENT.fullmatch(parent) is None:
+        raise _invalid(f"parent {parent!r} is not projects/PROJECT_ID/locations/LOCATION_ID")
+
+
+class SchedulerService:
+    """Cloud Scheduler v1 in memory. Serve `rpc_handlers()` on a `grpc.aio` server on the same loop.
+
+    Time comes only from `clock`, so with a manual clock a test moves time and then calls
+    `await run_due()` to fire, and wait for, whatever became due.
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: Clock,
+        deliverer: Deliverer,
+        oidc_signer: Callable[[str, str], str] | None = None,
+    ) -> None:
+        """`oidc_signer(audience, service_account_email)` returns a JWT; without it no token is sent."""
+        self._clock = clock
+        self._deliverer = deliverer
+        self._oidc_signer = oidc_signer
+        self._jobs: dict[str, _StoredJob] = {}
+        self._waiting: set[_Execution] = set()
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._loop_task: asyncio.Task[None] | None = None
+        self.deliveries: list[JobDelivery] = []
+        """Every attempt made, oldest first."""
+
+    # lifecycle
+
+    async def start(self) -> None:
+        """Start firing jobs on the running event loop."""
+        if self._loop_task is None or self._loop_task.done():
+            self._loop_task = asyncio.get_running_loop().create_task(self._run(), name="cloud-scheduler-emulator")
+
+    async def stop(self) -> None:
+        """Stop firing and cancel attempts in flight."""
+        tasks = list(self._inflight)
+        if self._loop_task is not None:
+            tasks.append(self._loop_task)
+            self._loop_task = None
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def reset(self) -> None:
+        """Forget every job and delivery; attempts in flight are cancelled and not recorded."""
+        for task in self._inflight:
+            task.cancel()
+        self._jobs.clear()
+        self._waiting.clear()
+        self.deliveries.clear()
+        self._clock.wake()
+
+    def is_idle(self) -> bool:
+        """True when no attempt is in flight and nothing is due on the clock now."""
+        return not self._inflight and self._next_due(self._clock.now()) is None
+
+    def fire_due(self) -> int:
+        """Start every attempt due on the clock now, without waiting for them; returns how many started.
+
+        Must be called on the loop the service runs on.
+        """
+        return self._start_due()
+
+    async def run_due(self) -> int:
+        """Fire everything due on the clock now and wait until no attempt is in flight; returns the attempts made.
+
+        An attempt that hangs keeps this waiting until its `attempt_deadline` passes on the clock: with a
+        manual clock, advance it from another task.
+        """
+        before = len(self.deliveries)
+        while True:
+            self._start_due()
+            if not self._inflight:
+                return len(self.deliveries) - before
+            await asyncio.wait(set(self._inflight))
+
+    # gRPC surface
+
+    def rpc_handlers(self) -> list[grpc.GenericRpcHandler]:
+        """The `google.cloud.scheduler.v1.CloudScheduler` service, for `server.add_generic_rpc_handlers`."""
+        types = scheduler_v1
+        handlers = {
+            "CreateJob": _unary(self._create_job, types.CreateJobRequest),
+            "GetJob": _unary(self._get_job, types.GetJobRequest),
+            "ListJobs": _unary(self._list_jobs, types.ListJobsRequest),
+            "UpdateJob": _unary(self._update_job, types.UpdateJobRequest),
+            "DeleteJob": _unary(self._delete_job, types.DeleteJobRequest),
+            "PauseJob": _unary(self._pause_job, types.PauseJobRequest),
+            "ResumeJob": _unary(self._resume_job, types.ResumeJobRequest),
+            "RunJob": _unary(self._run_job, types.RunJobRequest),
+        }
+        return [grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)]
+
+    def _create_job(self, request: Any) -> Any:
+        _check_parent(request.parent)
+        job = _Job()
+        job.CopyFrom(request.job)
+        _clear_output(job)
+        if job.name:
+            match = _parse_job_name(job.name)
+            if match["parent"] != request.parent:
+                raise _invalid(f"job name {job.name!r} is not in parent {request.parent!r}")
+        else:
+            job.name = f"{request.parent}/jobs/{secrets.token_hex(10)}"
+        _normalise(job)
+        cron, tz = _validate(job)
+        if job.name in self._jobs:
+            raise _RpcError(grpc.StatusCode.ALREADY_EXISTS, f"job {job.name} already exists")
+        now = self._clock.now()
+        job.state = _ENABLED
+        job.user_update_time.CopyFrom(_timestamp(now))
+        stored = _StoredJob(pb=job, cron=cron, tz=tz, next_run=cron.next_after(now, tz))
+        self._jobs[job.name] = stored
+        self._clock.wake()
+        return self._view(stored)
+
+    def _get_job(self, request: Any) -> Any:
+        return self._view(self._find(request.name))
+
+    def _list_jobs(self, request: Any) -> Any:
+        _check_parent(request.parent)
+        if request.page_size < 0:
+            raise _invalid(f"page_size must not be negative, got {request.page_size}")
+        size = min(request.page_size or _MAX_PAGE, _MAX_PAGE)
+        after = ""
+        if request.page_token:
+            try:
+                parent, _, after = base64.urlsafe_b64decode(request.page_token.encode()).decode().partition("\n")
+            except (binascii.Error, UnicodeError, ValueError):
+                raise _invalid("page_token is not a token returned by ListJobs") from None
+            if parent != request.parent:
+                raise _invalid("page_token was returned for another parent")
+        prefix = request.parent + "/jobs/"
+        names = sorted(name for name in self._jobs if name.startswith(prefix) and name > after)
+        response = scheduler_v1.ListJobsResponse.pb()()
+        response.jobs.extend(self._view(self._jobs[name]) for name in names[:size])
+        if len(names) > size:
+            token = f"{request.parent}\n{names[size - 1]}".encode()
+            response.next_page_token = base64.urlsafe_b64encode(token).decode()
+        return response
+
+    def _update_job(self, request: Any) -> Any:
+        stored = self._find(request.job.name)
+        paths = list(request.update_mask.paths)
+        if not paths:
+            paths = [name for name in _UPDATABLE if _populated(request.job, name)]
+        elif paths == ["*"]:
+            paths = sorted(_UPDATABLE)
+        for path in paths:
+            if path.split(".", 1)[0] not in _UPDATABLE:
+                raise _invalid(f"update_mask path {path!r} is not an updatable field of Job")
+        mask = field_mask_pb2.FieldMask(paths=paths)
+        if not mask.IsValidForDescriptor(_Job.DESCRIPTOR):
+            raise _invalid(f"update_mask {paths!r} names fields that Job does not have")
+        job = _Job()
+        job.CopyFrom(stored.pb)
+        try:
+            mask.MergeMessage(request.job, job, replace_message_field=True, replace_repeated_field=True)
+        except ValueError as exc:
+            raise _invalid(f"update_mask {paths!r} cannot be applied: {exc}") from None
+        _normalise(job)
+        cron, tz = _validate(job)
+        job.user_update_time.CopyFrom(_timestamp(self._clock.now()))
+        stored.pb, stored.cron, stored.tz = job, cron, tz
+        if job.state == _ENABLED:
+            stored.next_run = cron.next_after(self._clock.now(), tz)
+        self._clock.wake()
+        return self._view(stored)
+
+    def _delete_job(self, request: Any) -> Any:
+        stored = self._find(request.name)
+        del self._jobs[stored.pb.name]
+        self._drop_waiting(stored)
+        return empty_pb2.Empty()
+
+    def _pause_job(self, request: Any) -> Any:
+        stored = self._find(request.name)
+        if stored.pb.state != _ENABLED:
+            state = scheduler_v1.Job.State(stored.pb.state).name
+            raise _RpcError(grpc.StatusCode.FAILED_PRECONDITION, f"job {stored.pb.name} is {state}, not ENABLED")
+        stored.pb.state = _PAUSED
+        stored.pb.user_update_time.CopyFrom(_timestamp(self._clock.now()))
+        stored.next_run = None
+        self._drop_waiting(stored)
+        return self._view(stored)
+
+    def _resume_job(self, request: Any) -> Any:
+        stored = self._find(request.name)
+        if stored.pb.state != _PAUSED:
+            state = scheduler_v1.Job.State(stored.pb.state).name
+            raise _RpcError(grpc.StatusCode.FAILED_PRECONDITION, f"job {stored.pb.name} is {state}, not PAUSED")
+        now = self._clock.now()
+        stored.pb.state = _ENABLED
+        stored.pb.user_update_time.CopyFrom(_timestamp(now))
+        stored.next_run = stored.cron.next_after(now, stored.tz)
+        self._clock.wake()
+        return self._view(stored)
+
+    def _run_job(self, request: Any) -> Any:
+        stored = self._find(request.name)
+        if stored.pb.WhichOneof("target") == "http_target":
+            now = self._clock.now()
+            self._waiting.add(_Execution(job=stored, schedule_time=now, due=now, forced=True))
+            self._clock.wake()
+        return self._view(stored)
+
+    def _find(self, name: str) -> _StoredJob:
+        _parse_job_name(name)
+        stored = self._jobs.get(name)
+        if stored is None:
+            raise _RpcError(grpc.StatusCode.NOT_FOUND, f"job {name} not found")
+        return stored
+
+    def _view(self, stored: _StoredJob) -> Any:
+        job = _Job()
+        job.CopyFrom(stored.pb)
+        upcoming = [e.due for e in self._waiting if e.job is stored and e.attempts]
+        if stored.next_run is not None and stored.pb.state == _ENABLED:
+            upcoming.append(stored.next_run)
+        if upcoming:
+            job.schedule_time.CopyFrom(_timestamp(min(upcoming)))
+        return job
+
+    # firing
+
+    def _drop_waiting(self, stored: _StoredJob) -> None:
+        self._waiting = {e for e in self._waiting if e.job is not stored}
+        stored.busy = None
+
+    def _next_due(self, now: dt.datetime) -> dt.datetime | None:
+        """The earliest moment something must start, `now` if something is overdue, None if nothing."""
+        times = [e.due for e in self._waiting]
+        times.extend(
+            s.next_run
+            for s in self._jobs.values()
+            if s.next_run is not None and s.busy is None and s.pb.state == _ENABLED
+        )
+        if not times:
+            return None
+        earliest = min(times)
+        return None if earliest > now else earliest
+
+    def _next_wakeup(self) -> dt.datetime | None:
+        times = [e.due for e in self._waiting]
+        times.extend(s.next_run for s in self._jobs.values() if s.next_run is not None and s.busy is None)
+        return min(times, default=None)
+
+    def _start_due(self) -> int:
+        now = self._clock.now()
+        for stored in list(self._jobs.values()):
+            if stored.pb.state != _ENABLED or stored.busy is not None:
+                continue
+            if stored.next_run is None or stored.next_run > now:
+                continue
+            slot = stored.next_run
+            stored.next_run = stored.cron.next_after(now, stored.tz)
+            if stored.pb.WhichOneof("target") == "http_target":
+                stored.busy = _Execution(job=stored, schedule_time=slot, due=now, forced=False)
+                self._waiting.add(stored.busy)
+        due = sorted((e for e in self._waiting if e.due <= now), key=lambda e: (e.due, e.job.pb.name))
+        for execution in due:
+            self._waiting.discard(execution)
+            execution.running = True
+            task = asyncio.get_running_loop().create_task(self._attempt(execution))
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+        return len(due)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                self._start_due()
+            except Exception:
+                logger.exception("cloud scheduler emulator: firing jobs failed")
+            wakeup = self._next_wakeup()
+            now = self._clock.now()
+            await self._clock.sleep_until(wakeup if wakeup is not None else now + _IDLE_WAIT)
+
+    async def _sleep_until(self, when: dt.datetime) -> None:
+        while self._clock.now() < when:
+            await self._clock.sleep_until(when)
+
+    def _request(self, execution: _Execution) -> DeliveryRequest:
+        job = execution.job.pb
+        target = job.http_target
+        headers: dict[str, str] = {
+            name: value for name, value in target.headers.items() if not name.lower().startswith(_REPLACED_HEADERS)
+        }
+        method = _METHODS[target.http_method or _POST]
+        if target.body and not any(name.lower() == "content-type" for name in headers):
+            headers["Content-Type"] = "application/octet-stream"
+        headers["User-Agent"] = "Google-Cloud-Scheduler"
+        headers["X-CloudScheduler"] = "true"
+        headers["X-CloudScheduler-JobName"] = job.name.rsplit("/", 1)[-1]
+        headers["X-CloudScheduler-ScheduleTime"] = _rfc3339(execution.schedule_time)
+        if target.HasField("oidc_token") and self._oidc_signer is not None:
+            for name in [n for n in headers if n.lower() == "authorization"]:
+                del headers[name]
+            audience = target.oidc_token.audience or target.uri
+            token = self._oidc_signer(audience, target.oidc_token.service_account_email)
+            headers["Authorization"] = f"Bearer {token}"
+        return DeliveryRequest(
+            method=method,
+            url=target.uri,
+            headers=headers,
+            body=target.body if method in _BODY_METHODS else b"",
+            deadline=_seconds(job.attempt_deadline) or _DEFAULT_DEADLINE,
+            source=job.name,
+        )
+
+    async def _attempt(self, execution: _Execution) -> None:
+        stored = execution.job
+        request = self._request(execution)
+        started = self._clock.now()
+        execution.attempts += 1
+        execution.first_attempt = execution.first_attempt or started
+        stored.pb.last_attempt_time.CopyFrom(_timestamp(started))
+        result, timed_out = await self._deliver(request, started)
+        code, message = _grpc_code(result, timed_out)
+        stored.pb.status.Clear()
+        stored.pb.status.code = code
+        stored.pb.status.message = message
+        self.deliveries.append(
+            JobDelivery(
+                job=request.source,
+                schedule_time=execution.schedule_time,
+                attempt=execution.attempts,
+                started=started,
+                method=request.method,
+                url=request.url,
+                headers=request.headers,
+                body=request.body,
+                status=result.status,
+                latency=result.latency,
+                error=result.error,
+                forced=execution.forced,
+            )
+        )
+        execution.running = False
+        retry_at = None if result.ok else self._retry_time(execution)
+        if retry_at is None:
+            if stored.busy is execution:
+                stored.busy = None
+        else:
+            execution.due = retry_at
+            self._waiting.add(execution)
+        self._clock.wake()
+
+    async def _deliver(self, request: DeliveryRequest, started: dt.datetime) -> tuple[DeliveryResult, bool]:
+        deliver: asyncio.Task[DeliveryResult] = asyncio.ensure_future(self._deliverer.deliver(request))
+        deadline = asyncio.ensure_future(self._sleep_until(started + dt.timedelta(seconds=request.deadline)))
+        try:
+            await asyncio.wait({deliver, deadline}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            deadline.cancel()
+            if not deliver.done():
+                deliver.cancel()
+        if not deliver.done() or deliver.cancelled():
+            with contextlib.suppress(asyncio.CancelledError):
+                await deliver
+            return DeliveryResult(status=None, latency=request.deadline, error="attempt deadline exceeded"), True
+        try:
+            return deliver.result(), False
+        except Exception as exc:
+            logger.exception("cloud scheduler emulator: the deliverer raised for %s", request.source)
+            return DeliveryResult(status=None, latency=0.0, error=f"deliverer failed: {exc!r}"), False
+
+    def _retry_time(self, execution: _Execution) -> dt.datetime | None:
+        stored = execution.job
+        if self._jobs.get(stored.pb.name) is not stored or stored.pb.state != _ENABLED:
+            return None
+        if stored.busy is not execution and not execution.forced:
+            return None
+        config = stored.pb.retry_config
+        retry = _Retry(
+            count=config.retry_count,
+            max_duration=_seconds(config.max_retry_duration),
+            min_backoff=_seconds(config.min_backoff_duration),
+            max_backoff=_seconds(config.max_backoff_duration),
+            doublings=config.max_doublings,
+        )
+        if retry.count == 0:
+            return None
+        now = self._clock.now()
+        retries_done = execution.attempts - 1
+        assert execution.first_attempt is not None
+        elapsed = (now - execution.first_attempt).total_seconds()
+        if retries_done >= retry.count and (retry.max_duration == 0 or elapsed >= retry.max_duration):
+            return None
+        when = now + dt.timedelta(seconds=retry.backoff(retries_done))
+        if stored.next_run is not None and when >= stored.next_run:
+            return None
+        return when
+
+
+def _populated(job: Any, name: str) -> bool:
+    if name in _TARGETS or name in ("retry_config", "attempt_deadline"):
+        return bool(job.HasField(name))
+    return bool(getattr(job, name))
+
+
+_MALFORMED = object()
+
+
+def _unary(method: Callable[[Any], Any], request_type: Any) -> grpc.RpcMethodHandler:
+    message_class = request_type.pb()
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return message_class.FromString(data)
+        except (DecodeError, RecursionError, ValueError):
+            return _MALFORMED
+
+    async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        if request is _MALFORMED:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed {message_class.DESCRIPTOR.name}")
+        try:
+            return method(request)
+        except _RpcError as exc:
+            await context.abort(exc.code, exc.message)
+
+    return grpc.unary_unary_rpc_method_handler(
+        handle,
+        request_deserializer=deserialize,
+        response_serializer=lambda message: message.SerializeToString(),
+    )

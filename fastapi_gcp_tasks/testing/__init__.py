@@ -1,0 +1,1 @@
+"""Helpers for testing apps that use fastapi-gcp-tasks."""

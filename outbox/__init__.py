@@ -1,0 +1,59 @@
+"""The transactional outbox of fastapi-gcp-tasks: a task exists if and only if its transaction commits.
+
+`.delay()` in outbox mode stores the built `CreateTaskRequest` as a row in the caller's SQLAlchemy transaction;
+the relay (`fastapi-gcp-tasks relay`, or `Relay` in an application's lifespan) turns committed rows into Cloud
+Tasks, at least once, under names that Cloud Tasks deduplicates. Install with `pip install 'fastapi-gcp-tasks[outbox]'`.
+"""
+
+from __future__ import annotations
+
+try:
+    import alembic  # noqa: F401
+    import sqlalchemy  # noqa: F401
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise ImportError(
+        f"the outbox needs SQLAlchemy and alembic: pip install 'fastapi-gcp-tasks[outbox]' ({exc})"
+    ) from exc
+
+from outbox._client import BatchSender, CloudTasksRelayClient, NullRelayClient
+from outbox._migrate import migrate
+from outbox._relay import Relay, RelaySettings, RelayStats
+from outbox._schema import (
+    DEAD_LETTER_TABLE,
+    NOTIFY_CHANNEL,
+    NOTIFY_TRIGGER_SQL,
+    OUTBOX_TABLE,
+    OutboxTables,
+    add_outbox_tables,
+    dead_letter_table,
+    metadata,
+    outbox_table,
+)
+from outbox._sql import DeadLetter, OutboxStats, OutboxStore
+from outbox._writer import OutboxSink, outbox_session, outbox_sink, use_outbox
+
+__all__ = [
+    "DEAD_LETTER_TABLE",
+    "NOTIFY_CHANNEL",
+    "NOTIFY_TRIGGER_SQL",
+    "OUTBOX_TABLE",
+    "BatchSender",
+    "CloudTasksRelayClient",
+    "DeadLetter",
+    "NullRelayClient",
+    "OutboxSink",
+    "OutboxStats",
+    "OutboxStore",
+    "OutboxTables",
+    "Relay",
+    "RelaySettings",
+    "RelayStats",
+    "add_outbox_tables",
+    "dead_letter_table",
+    "metadata",
+    "migrate",
+    "outbox_session",
+    "outbox_sink",
+    "outbox_table",
+    "use_outbox",
+]

@@ -1,0 +1,250 @@
+"""`fastapi-gcp-tasks relay` and `fastapi-gcp-tasks outbox migrate | status | dead-letters | requeue`.
+
+Every option can also be set through the environment variable shown in its help.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+__all__ = ["register"]
+
+_SKIP_LOG_FIELDS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+
+def _option(parser: argparse.ArgumentParser, flag: str, env: str, *, default: Any = None, **kwargs: Any) -> None:
+    """Add `flag`, defaulting to the environment variable `env`, then to `default`."""
+    value = os.environ.get(env, default)
+    if kwargs.get("action") == "store_true":
+        value = str(value).lower() in {"1", "true", "yes", "on"} if isinstance(value, str) else bool(value)
+    required = kwargs.pop("required", False) and value is None
+    parser.add_argument(flag, default=value, required=required, help=f"{kwargs.pop('help', '')} [env: {env}]", **kwargs)
+
+
+def _database_option(parser: argparse.ArgumentParser) -> None:
+    _option(
+        parser,
+        "--database-url",
+        "FASTAPI_GCP_TASKS_DATABASE_URL",
+        required=True,
+        help="SQLAlchemy URL of the database holding the outbox",
+    )
+
+
+def register(subparsers: Any) -> None:
+    """Add the `relay` and `outbox` subcommands to the `fastapi-gcp-tasks` parser."""
+    relay = subparsers.add_parser("relay", help="send committed outbox rows to Cloud Tasks until stopped")
+    _database_option(relay)
+    env = "FASTAPI_GCP_TASKS_RELAY_"
+    _option(relay, "--emulator-host", "FASTAPI_GCP_TASKS_EMULATOR_HOST", help="send to the emulator at HOST:PORT")
+    _option(
+        relay,
+        "--send-mode",
+        env + "SEND_MODE",
+        default="concurrent",
+        choices=["batch", "concurrent"],
+        help="batch_create_tasks (100 per call) or concurrent create_task calls",
+    )
+    _option(
+        relay,
+        "--send-concurrency",
+        env + "SEND_CONCURRENCY",
+        default=32,
+        type=int,
+        help="create_task calls in flight in concurrent mode",
+    )
+    _option(relay, "--batch-size", env + "BATCH_SIZE", default=100, type=int, help="rows per claim")
+    _option(relay, "--concurrency", env + "CONCURRENCY", default=4, type=int, help="claimed batches in flight")
+    _option(relay, "--poll-interval", env + "POLL_INTERVAL", default=1.0, type=float, help="seconds between idle polls")
+    _option(relay, "--no-listen", env + "NO_LISTEN", action="store_true", help="poll only, no LISTEN/NOTIFY")
+    _option(relay, "--lease-seconds", env + "LEASE_SECONDS", default=60.0, type=float, help="lease of a claim")
+    _option(relay, "--send-timeout", env + "SEND_TIMEOUT", default=20.0, type=float, help="deadline of each send")
+    _option(relay, "--max-attempts", env + "MAX_ATTEMPTS", default=25, type=int, help="attempts before dead letter")
+    _option(relay, "--backoff-initial", env + "BACKOFF_INITIAL", default=1.0, type=float, help="first retry delay")
+    _option(relay, "--backoff-max", env + "BACKOFF_MAX", default=600.0, type=float, help="longest retry delay")
+    _option(
+        relay,
+        "--retention-seconds",
+        env + "RETENTION_SECONDS",
+        default=0.0,
+        type=float,
+        help="keep delivered rows this long (0 deletes them)",
+    )
+    _option(
+        relay,
+        "--shutdown-timeout",
+        env + "SHUTDOWN_TIMEOUT",
+        default=30.0,
+        type=float,
+        help="on SIGTERM, wait this long for batches in flight",
+    )
+    _option(
+        relay,
+        "--stats-interval",
+        env + "STATS_INTERVAL",
+        default=10.0,
+        type=float,
+        help="seconds between backlog snapshots",
+    )
+    _option(relay, "--metrics-port", env + "METRICS_PORT", type=int, help="serve Prometheus metrics on this port")
+    _option(relay, "--log-format", env + "LOG_FORMAT", default="json", choices=["json", "text"], help="log format")
+    _option(relay, "--log-level", env + "LOG_LEVEL", default="INFO", help="log level")
+    relay.set_defaults(func=_run_relay)
+
+    outbox = subparsers.add_parser("outbox", help="migrate, inspect and repair the transactional outbox")
+    commands = outbox.add_subparsers(dest="outbox_command", metavar="ACTION", required=True)
+
+    migrate = commands.add_parser("migrate", help="create or upgrade the outbox tables")
+    _database_option(migrate)
+    migrate.add_argument("--revision", default="head", help="target revision (default: head; 'base' drops all)")
+    migrate.set_defaults(func=_migrate)
+
+    status = commands.add_parser("status", help="backlog, age of the oldest row, dead letters")
+    _database_option(status)
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.set_defaults(func=_status)
+
+    dead = commands.add_parser("dead-letters", help="list the tasks the relay gave up on")
+    _database_option(dead)
+    dead.add_argument("--queue", help="only this queue path")
+    dead.add_argument("--limit", type=int, default=50)
+    dead.add_argument("--json", action="store_true", help="print JSON lines")
+    dead.set_defaults(func=_dead_letters)
+
+    requeue = commands.add_parser("requeue", help="move dead letters back to the outbox")
+    _database_option(requeue)
+    which = requeue.add_mutually_exclusive_group(required=True)
+    which.add_argument("--id", type=int, action="append", dest="ids", help="a dead letter id (repeatable)")
+    which.add_argument("--all", action="store_true", help="every dead letter (of --queue, if given)")
+    requeue.add_argument("--queue", help="only this queue path")
+    requeue.set_defaults(func=_requeue)
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        entry.update({k: v for k, v in vars(record).items() if k not in _SKIP_LOG_FIELDS})
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def _setup_logging(fmt: str, level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        _JsonFormatter() if fmt == "json" else logging.Formatter("%(asctime)s %(levelname)s %(message)s")
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def _run_relay(args: argparse.Namespace) -> int:
+    from outbox._client import CloudTasksRelayClient
+    from outbox._relay import Relay, RelaySettings
+
+    _setup_logging(args.log_format, args.log_level)
+    settings = RelaySettings(
+        batch_size=args.batch_size,
+        concurrency=args.concurrency,
+        poll_interval=args.poll_interval,
+        listen=not args.no_listen,
+        lease_seconds=args.lease_seconds,
+        send_timeout=args.send_timeout,
+        max_attempts=args.max_attempts,
+        backoff_initial=args.backoff_initial,
+        backoff_max=args.backoff_max,
+        retention_seconds=args.retention_seconds,
+        shutdown_timeout=args.shutdown_timeout,
+        stats_interval=args.stats_interval,
+    )
+    if args.emulator_host:
+        client = CloudTasksRelayClient.for_emulator(
+            args.emulator_host, mode=args.send_mode, concurrency=args.send_concurrency
+        )
+    else:
+        client = CloudTasksRelayClient(mode=args.send_mode, concurrency=args.send_concurrency)
+    relay = Relay(args.database_url, client, settings)
+    if args.metrics_port is not None:
+        from outbox._metrics import serve_metrics
+
+        serve_metrics(relay, args.metrics_port)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, relay.stop)
+        try:
+            await relay.run()
+        finally:
+            await client.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        relay.engine.dispose()
+    return 0
+
+
+def _store(args: argparse.Namespace) -> Any:
+    from outbox._engine import relay_engine
+    from outbox._sql import OutboxStore
+
+    return OutboxStore(relay_engine(args.database_url))
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from outbox._migrate import migrate
+
+    print(f"outbox schema at revision {migrate(args.database_url, args.revision) or 'base'}")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    store = _store(args)
+    stats = store.stats()
+    store.engine.dispose()
+    if args.json:
+        print(json.dumps(dataclasses.asdict(stats)))
+    else:
+        age = "-" if stats.oldest_age_seconds is None else f"{stats.oldest_age_seconds:.1f}s"
+        print(
+            f"pending {stats.pending} (ready {stats.ready}, retrying {stats.retrying}), oldest {age}, "
+            f"retained {stats.retained}, dead letters {stats.dead_letters}"
+        )
+    return 0
+
+
+def _dead_letters(args: argparse.Namespace) -> int:
+    store = _store(args)
+    letters = store.dead_letters(limit=args.limit, queue_path=args.queue)
+    store.engine.dispose()
+    for letter in letters:
+        if args.json:
+            print(json.dumps(dataclasses.asdict(letter), default=str))
+        else:
+            print(f"{letter.id}\t{letter.dead_at:%Y-%m-%d %H:%M:%S}\t{letter.task_name}\t{letter.reason}")
+    if not letters and not args.json:
+        print("no dead letters")
+    return 0
+
+
+def _requeue(args: argparse.Namespace) -> int:
+    store = _store(args)
+    moved = store.requeue(None if args.all else args.ids, queue_path=args.queue)
+    store.engine.dispose()
+    print(f"requeued {moved} dead letter(s)")
+    return 0

@@ -1,0 +1,240 @@
+"""Buffered mode end to end: uvicorn on 127.0.0.1, httpx, the official clients and our emulator over gRPC."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from google.api_core.exceptions import NotFound
+
+from fastapi_gcp_tasks.emulator import Emulator
+from fastapi_gcp_tasks.exception import SendError
+
+from ._app import QUEUE, Recorded, make_app
+from ._server import bind, serve, url_of
+
+Served = tuple[str, Recorded, Emulator]
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[Emulator]:
+    with Emulator(queues=[QUEUE]) as emu:
+        yield emu
+
+
+def _serve(emulator: Emulator, flush: Any) -> Iterator[Served]:
+    recorded = Recorded()
+    sock = bind()
+    base = url_of(sock)
+    client = emulator.tasks_client()
+
+    def commit(payload: str) -> None:
+        recorded.events.append(f"commit {payload}")
+        for name in recorded.names.get(payload, []):
+            try:
+                client.get_task(name=name)
+                recorded.events.append(f"exists at commit {name}")
+            except NotFound:
+                pass
+
+    app = make_app(base_url=base, emulator_address=emulator.address, flush=flush, recorded=recorded, commit=commit)
+    with serve(app, sock):
+        yield base, recorded, emulator
+
+
+@pytest.fixture(scope="module")
+def after(emulator: Emulator) -> Iterator[Served]:
+    yield from _serve(emulator, "after_response")
+
+
+@pytest.fixture(scope="module")
+def before(emulator: Emulator) -> Iterator[Served]:
+    yield from _serve(emulator, "before_response")
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        time.sleep(0.01)
+
+
+def short(name: str) -> str:
+    return name.rsplit("/", 1)[-1]
+
+
+def assert_delivered_once(recorded: Recorded, payload: str, name: str) -> None:
+    wait_for(lambda: len(recorded.delivered(payload)) >= 1)
+    time.sleep(0.05)
+    assert recorded.delivered(payload) == [short(name)]
+
+
+def assert_never_created(served: Served, payload: str, discarded_before: int) -> None:
+    _, recorded, emu = served
+    wait_for(lambda: recorded.stats.discarded > discarded_before)
+    emu.wait_until_idle()
+    names = recorded.names[payload]
+    assert names
+    sources = {record.source for record in emu.deliveries}
+    assert not sources & set(names)
+    assert recorded.delivered(payload) == []
+    listed = {task.name for task in emu.tasks_client().list_tasks(parent=QUEUE)}
+    assert not listed & set(names)
+
+
+@pytest.mark.parametrize("path", ["/async", "/sync", "/sync-route-in-async", "/sub/inner"])
+def test_a_successful_request_creates_its_task_once(after: Served, path: str) -> None:
+    base, recorded, _ = after
+    payload = unique("ok")
+    response = httpx.post(f"{base}{path}", params={"payload": payload})
+    assert response.status_code == 200
+    name = response.json()["name"]
+    assert name.startswith(QUEUE + "/tasks/")
+    assert_delivered_once(recorded, payload, name)
+
+
+def test_an_exception_sends_nothing(after: Served) -> None:
+    base, recorded, _ = after
+    payload = unique("raise")
+    discarded = recorded.stats.discarded
+    assert httpx.post(f"{base}/raise", params={"payload": payload}).status_code == 500
+    assert_never_created(after, payload, discarded)
+
+
+@pytest.mark.parametrize("code", [500, 503])
+def test_a_server_error_sends_nothing(after: Served, code: int) -> None:
+    base, recorded, _ = after
+    payload = unique("5xx")
+    discarded = recorded.stats.discarded
+    assert httpx.post(f"{base}/status/{code}", params={"payload": payload}).status_code == code
+    assert_never_created(after, payload, discarded)
+
+
+def test_a_client_error_still_sends_by_default(after: Served) -> None:
+    base, recorded, _ = after
+    payload = unique("404")
+    assert httpx.post(f"{base}/status/404", params={"payload": payload}).status_code == 404
+    assert_delivered_once(recorded, payload, recorded.names[payload][0])
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("mode", ["after", "before"])
+def test_tasks_are_created_after_the_dependency_commits(request: pytest.FixtureRequest, mode: str) -> None:
+    base, recorded, _ = request.getfixturevalue(mode)
+    payload = unique("commit")
+    response = httpx.post(f"{base}/commit", params={"payload": payload})
+    assert response.status_code == 200
+    name = response.json()["name"]
+    assert_delivered_once(recorded, payload, name)
+    assert f"commit {payload}" in recorded.events
+    assert f"exists at commit {name}" not in recorded.events
+
+
+def test_dependencies_and_background_tasks_are_buffered(after: Served) -> None:
+    base, recorded, _ = after
+    payload = unique("dep")
+    name = httpx.post(f"{base}/dependency", params={"payload": payload}).json()["name"]
+    assert_delivered_once(recorded, payload + "-dep", name)
+    payload = unique("bg")
+    assert httpx.post(f"{base}/background", params={"payload": payload}).status_code == 200
+    wait_for(lambda: len(recorded.names.get(payload, [])) == 2)
+    async_name, sync_name = recorded.names[payload]
+    assert_delivered_once(recorded, payload, async_name)
+    assert_delivered_once(recorded, payload + "-sync", sync_name)
+
+
+@pytest.mark.parametrize("mode", ["after", "before"])
+def test_a_streamed_response_sends_every_task_once(request: pytest.FixtureRequest, mode: str) -> None:
+    base, recorded, _ = request.getfixturevalue(mode)
+    payload = unique("stream")
+    response = httpx.post(f"{base}/stream", params={"payload": payload, "chunks": 3})
+    assert response.text == "chunk 0\nchunk 1\nchunk 2\n"
+    names = recorded.names[payload]
+    assert len(names) == 3
+    for i, name in enumerate(names):
+        assert_delivered_once(recorded, f"{payload}-{i}", name)
+
+
+def test_before_response_creates_tasks_before_the_client_has_the_end(before: Served) -> None:
+    base, recorded, emu = before
+    client = emu.tasks_client()
+    payload = unique("before")
+    response = httpx.post(f"{base}/stream", params={"payload": payload, "chunks": 2})
+    assert response.status_code == 200
+    created = 0
+    for i, name in enumerate(recorded.names[payload]):
+        try:
+            client.get_task(name=name)
+            created += 1
+        except NotFound:
+            # Already delivered and finished, which also means it was created before the response ended.
+            created += bool(recorded.delivered(f"{payload}-{i}"))
+    assert created == 2
+
+
+def test_a_disconnected_client_keeps_what_the_finished_app_delayed(after: Served) -> None:
+    base, recorded, _ = after
+    payload = unique("gone")
+    recorded.release_stream.clear()
+    with (
+        httpx.Client() as client,
+        client.stream("POST", f"{base}/stream-until-released", params={"payload": payload}) as response,
+    ):
+        first = next(response.iter_bytes())
+        assert first.startswith(b"first")
+    # The stream waits for an event that is never set while the client is there: only the disconnect
+    # (Starlette cancels the stream) lets the app finish, and only a finished app flushes its buffer.
+    try:
+        assert_delivered_once(recorded, payload + "-before", recorded.names[payload][0])
+        assert len(recorded.names[payload]) == 1
+    finally:
+        recorded.release_stream.set()
+    time.sleep(0.1)
+    assert recorded.delivered(payload + "-after") == []
+
+
+def test_a_send_failure_goes_to_the_fallback_and_is_counted(after: Served) -> None:
+    base, recorded, _ = after
+    payload = unique("doomed")
+    failed = recorded.stats.failed
+    response = httpx.post(f"{base}/doomed", params={"payload": payload})
+    assert response.status_code == 200
+    name = response.json()["name"]
+    wait_for(lambda: recorded.stats.failed > failed)
+    lost = [item for item in recorded.lost if item.name == name]
+    assert len(lost) == 1
+    assert isinstance(lost[0].error, SendError)
+    assert not lost[0].error.retryable
+
+
+@pytest.mark.slow
+def test_a_thousand_concurrent_requests_never_cross_talk(after: Served) -> None:
+    base, recorded, emu = after
+    payloads = [unique(f"many{i}") for i in range(1000)]
+
+    async def fire() -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+        async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as client:
+            return await asyncio.gather(
+                *(client.post("/async" if i % 2 else "/sync", params={"payload": p}) for i, p in enumerate(payloads))
+            )
+
+    responses = asyncio.run(fire())
+    assert [r.status_code for r in responses] == [200] * len(payloads)
+    names = {p: r.json()["name"] for p, r in zip(payloads, responses, strict=True)}
+    assert len(set(names.values())) == len(payloads)
+    wait_for(lambda: all(recorded.delivered(p) for p in payloads), timeout=120)
+    emu.wait_until_idle(timeout=60)
+    for payload in payloads:
+        assert recorded.delivered(payload) == [short(names[payload])]
+        assert recorded.names[payload] == [names[payload]]

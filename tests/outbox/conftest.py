@@ -1,0 +1,115 @@
+"""Real databases for the outbox tests: one fresh database per test module and backend.
+
+DSNs default to the local servers and can be overridden with FASTAPI_GCP_TASKS_TEST_POSTGRES_URL and
+FASTAPI_GCP_TASKS_TEST_MYSQL_URL. A server that does not answer skips its tests locally and fails them in CI.
+A module may set `OUTBOX_BACKENDS` to a subset of ("postgres", "mariadb", "sqlite").
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import URL, Engine, create_engine, delete, make_url, text
+from sqlalchemy.exc import OperationalError
+
+from outbox import OutboxStore, dead_letter_table, migrate, outbox_table
+from outbox._engine import relay_engine
+
+POSTGRES_URL = os.environ.get(
+    "FASTAPI_GCP_TASKS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+MYSQL_URL = os.environ.get("FASTAPI_GCP_TASKS_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
+ALL_BACKENDS = ("postgres", "mariadb", "sqlite")
+_MARKS = {"postgres": [pytest.mark.postgres], "mariadb": [pytest.mark.mariadb], "sqlite": []}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" in metafunc.fixturenames:
+        backends = getattr(metafunc.module, "OUTBOX_BACKENDS", ALL_BACKENDS)
+        metafunc.parametrize(
+            "backend", [pytest.param(b, marks=_MARKS[b], id=b) for b in backends], scope="module"
+        )
+
+
+def unavailable(message: str) -> None:
+    """Skip locally, fail in CI: a missing database must never pass silently there."""
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@dataclass
+class OutboxDb:
+    """A migrated database of its own, with an engine and the relay's store on it."""
+
+    backend: str
+    url: str
+    engine: Engine
+    store: OutboxStore
+
+    def clean(self) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(delete(outbox_table))
+            conn.execute(delete(dead_letter_table))
+
+    def count(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(text(f"SELECT count(*) FROM {outbox_table.name}")).scalar_one())
+
+
+def _server_database(base: str, name: str) -> tuple[URL, Engine]:
+    url = make_url(base)
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            if url.get_backend_name() == "postgresql":
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+            else:
+                conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
+                conn.execute(text(f"CREATE DATABASE `{name}`"))
+    except OperationalError as exc:
+        admin.dispose()
+        unavailable(f"{url.render_as_string()} is unreachable: {exc.orig}")
+    return url.set(database=name), admin
+
+
+def _drop(admin: Engine, backend: str, name: str) -> None:
+    with admin.connect() as conn:
+        if backend == "postgres":
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        else:
+            conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
+    admin.dispose()
+
+
+@pytest.fixture(scope="module")
+def outbox_db(backend: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OutboxDb]:
+    module = re.sub(r"\W", "_", request.module.__name__.rsplit(".", 1)[-1])
+    name = f"fgt_{module}"[:60]
+    admin: Engine | None = None
+    if backend == "sqlite":
+        url: URL | str = f"sqlite:///{Path(tmp_path_factory.mktemp(name)) / 'outbox.db'}"
+    else:
+        url, admin = _server_database(POSTGRES_URL if backend == "postgres" else MYSQL_URL, name)
+    url_text = url if isinstance(url, str) else url.render_as_string(hide_password=False)
+    migrate(url_text)
+    engine = relay_engine(url_text)
+    try:
+        yield OutboxDb(backend, url_text, engine, OutboxStore(engine))
+    finally:
+        engine.dispose()
+        if admin is not None:
+            _drop(admin, backend, name)
+
+
+@pytest.fixture
+def db(outbox_db: OutboxDb) -> OutboxDb:
+    """The module's database, emptied before the test."""
+    outbox_db.clean()
+    return outbox_db

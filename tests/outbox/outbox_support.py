@@ -1,0 +1,77 @@
+"""Helpers shared by the outbox tests: hand-built tasks and a recording Cloud Tasks stand-in."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from google.cloud import tasks_v2
+
+from fastapi_gcp_tasks._dispatch import PreparedTask
+from fastapi_gcp_tasks._naming import new_task_id, task_name
+from fastapi_gcp_tasks.exception import FastAPIGCPTasksError, SendError, TaskAlreadyExistsError
+
+QUEUE = "projects/test-project/locations/us-central1/queues/outbox-test"
+
+
+class RefusingSender:
+    """A route sender that must never be used: a sink takes the task instead."""
+
+    def send(self, request: tasks_v2.CreateTaskRequest, *, timeout: float) -> tasks_v2.Task:
+        raise AssertionError("the sink must not send")
+
+    async def send_async(self, request: tasks_v2.CreateTaskRequest, *, timeout: float) -> tasks_v2.Task:
+        raise AssertionError("the sink must not send")
+
+    async def send_batch_async(
+        self, requests: Sequence[tasks_v2.CreateTaskRequest], *, timeout: float
+    ) -> list[tasks_v2.Task | FastAPIGCPTasksError]:
+        raise AssertionError("the sink must not send")
+
+
+def prepared(queue: str = QUEUE, *, body: bytes = b"{}", task_id: str | None = None) -> PreparedTask:
+    """A named task as a route builder would hand it to a sink."""
+    request = tasks_v2.CreateTaskRequest(
+        parent=queue,
+        task=tasks_v2.Task(
+            name=task_name(queue, task_id or new_task_id()),
+            http_request=tasks_v2.HttpRequest(
+                url="http://127.0.0.1:9/work", http_method=tasks_v2.HttpMethod.POST, body=body
+            ),
+        ),
+    )
+    return PreparedTask(request, 10.0, RefusingSender())
+
+
+class RecordingCloudTasks:
+    """Creates tasks in memory like Cloud Tasks: names are unique, a reused name gets ALREADY_EXISTS.
+
+    `failures` maps a task name to the error it gets (every time); `down` makes every call fail as UNAVAILABLE.
+    """
+
+    def __init__(self) -> None:
+        self.created: list[str] = []
+        self.bodies: dict[str, bytes] = {}
+        self.already_existed: list[str] = []
+        self.failures: dict[str, FastAPIGCPTasksError] = {}
+        self.down = False
+        self.calls = 0
+
+    async def send_batch_async(
+        self, requests: Sequence[tasks_v2.CreateTaskRequest], *, timeout: float
+    ) -> list[tasks_v2.Task | FastAPIGCPTasksError]:
+        self.calls += 1
+        if self.down:
+            raise SendError("ServiceUnavailable: connection refused", retryable=True)
+        results: list[tasks_v2.Task | FastAPIGCPTasksError] = []
+        for request in requests:
+            name = request.task.name
+            if name in self.failures:
+                results.append(self.failures[name])
+            elif name in self.bodies:
+                self.already_existed.append(name)
+                results.append(TaskAlreadyExistsError(name))
+            else:
+                self.created.append(name)
+                self.bodies[name] = request.task.http_request.body
+                results.append(request.task)
+        return results
