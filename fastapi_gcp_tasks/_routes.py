@@ -46,27 +46,37 @@ class _RegistrationMarker(dict[str, Any]):
         self.route = route
 
 
-def _claim_endpoint(route: APIRoute) -> bool:
-    """Attach `route` to its endpoint; False when `route` is FastAPI's copy of the route already attached."""
+def _is_registered_copy(route: APIRoute) -> bool:
+    """Whether `route` is FastAPI's copy of a task route already attached to its endpoint.
+
+    Raises when the endpoint is already a task at another path.
+    """
     endpoint = route.endpoint
     existing: APIRoute | None = getattr(endpoint, _BOUND_ROUTE, None)
     if existing is None:
-        route.openapi_extra = _RegistrationMarker(route, route.openapi_extra)
-        try:
-            setattr(endpoint, _BOUND_ROUTE, route)
-        except AttributeError:
-            raise RouteDefinitionError(
-                f"{route.path}: the endpoint {endpoint!r} does not accept attributes; use a plain function"
-            ) from None
-        return True
+        return False
     marker = route.openapi_extra
     if isinstance(marker, _RegistrationMarker) and marker.route is existing and type(existing) is type(route):
-        return False
+        return True
     name = getattr(endpoint, "__qualname__", repr(endpoint))
     raise RouteDefinitionError(
         f"endpoint {name!r} is already a task at {existing.path!r}; it cannot also be one at {route.path!r}, "
         "since its .delay()/.scheduler() can reach only one path: register a second function instead"
     )
+
+
+def _attach(route: APIRoute, methods: Mapping[str, Any]) -> None:
+    """Mark `route` as the task route of its endpoint and give the endpoint its task methods."""
+    endpoint = route.endpoint
+    route.openapi_extra = _RegistrationMarker(route, route.openapi_extra)
+    try:
+        setattr(endpoint, _BOUND_ROUTE, route)
+        for name, method in methods.items():
+            setattr(endpoint, name, method)
+    except AttributeError:
+        raise RouteDefinitionError(
+            f"{route.path}: the endpoint {endpoint!r} does not accept attributes; use a plain function"
+        ) from None
 
 
 def _positional_guard(name: str, args: tuple[Any, ...]) -> None:
@@ -100,7 +110,7 @@ def delayed_route_class(
 
         def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
             super().__init__(path, endpoint, **kwargs)
-            if not _claim_endpoint(self):
+            if _is_registered_copy(self):
                 return
             self.task_plan = RoutePlan(self)
             endpoint_defaults: Mapping[str, Any] = getattr(endpoint, DEFAULT_OPTIONS_ATTR, None) or {}
@@ -120,8 +130,7 @@ def delayed_route_class(
                     return delayer.delay(values)
 
             functools.update_wrapper(delay, endpoint, assigned=("__module__", "__qualname__", "__doc__"))
-            endpoint.delay = delay  # type: ignore[attr-defined]
-            endpoint.options = self.task_options  # type: ignore[attr-defined]
+            _attach(self, {"delay": delay, "options": self.task_options})
 
         def _delayer(self, options: Mapping[str, Any], client_override: Any) -> Delayer:
             config = DelayConfig.create(options)
@@ -221,10 +230,10 @@ def scheduled_route_class(
 
         def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
             super().__init__(path, endpoint, **kwargs)
-            if not _claim_endpoint(self):
+            if _is_registered_copy(self):
                 return
             self.task_plan = RoutePlan(self)
-            endpoint.scheduler = self.task_scheduler  # type: ignore[attr-defined]
+            _attach(self, {"scheduler": self.task_scheduler})
 
         def task_scheduler(self, *, name: str = "", schedule: str, **options: Any) -> ScheduleHandle:
             """`endpoint.scheduler(name=..., schedule=..., ...)`: the job for this endpoint."""

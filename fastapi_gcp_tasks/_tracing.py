@@ -60,11 +60,14 @@ class TraceContextMiddleware:
     become children of the span that called `.delay()`, and its baggage is available. When a span is
     already current, for example because OpenTelemetry's own ASGI/FastAPI instrumentation wraps the
     app and has extracted the context itself, the request passes through untouched.
+
+    `tracer_provider` is the OpenTelemetry `TracerProvider` for the server span; the global one by default.
     """
 
-    def __init__(self, app: ASGIApp, *, start_span: bool = True) -> None:
+    def __init__(self, app: ASGIApp, *, start_span: bool = True, tracer_provider: Any = None) -> None:
         self.app = app
         self.start_span = start_span
+        self.tracer_provider = tracer_provider
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         otel = _opentelemetry() if scope["type"] == "http" else None
@@ -86,7 +89,7 @@ class TraceContextMiddleware:
             context.detach(token)
 
     async def _traced(self, scope: Scope, receive: Receive, send: Send, trace: Any, headers: Mapping[str, str]) -> None:
-        tracer = trace.get_tracer("fastapi_gcp_tasks")
+        tracer = trace.get_tracer("fastapi_gcp_tasks", tracer_provider=self.tracer_provider)
         method = scope.get("method", "")
         path = scope.get("path", "")
         attributes: dict[str, str | int] = {"http.request.method": method, "url.path": path}

@@ -124,7 +124,7 @@ class KeySet:
             if cached is not None:
                 return cached
             now = self._monotonic()
-            if now - self._fetched_at >= self.min_refresh_interval or not self._keys:
+            if now - self._fetched_at >= self.min_refresh_interval:
                 self._fetch(now)
             if not self._keys:
                 raise KeysUnavailableError(f"no signing keys available from {self.url}")

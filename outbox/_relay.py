@@ -146,6 +146,8 @@ class Relay:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._stop_requested = False
+        self._pause_until = 0.0
+        self._outage = 0
 
     def stop(self) -> None:
         """Ask the relay to stop: no new claims; batches in flight finish (see `shutdown_timeout`)."""
@@ -172,6 +174,8 @@ class Relay:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self._stop_requested = False
+        self._pause_until = 0.0
+        self._outage = 0
         settings = self.settings
         slots = asyncio.Semaphore(settings.concurrency)
         in_flight: set[asyncio.Task[None]] = set()
@@ -190,6 +194,9 @@ class Relay:
                     next_purge = now + min(60.0, settings.retention_seconds)
                     with contextlib.suppress(SQLAlchemyError):
                         await asyncio.to_thread(self.store.purge_delivered, settings.retention_seconds)
+                if now < self._pause_until:
+                    await self._sleep(self._pause_until - now)
+                    continue
                 await slots.acquire()
                 if self._stop_requested:
                     slots.release()
@@ -229,6 +236,7 @@ class Relay:
             await self._drain(in_flight)
             if listener is not None:
                 listener.stop()
+                await asyncio.to_thread(listener.join, 2.0)
             logger.info("relay stopped", extra={"event": "relay_stopped", **self._counters()})
         return self.stats
 
@@ -346,6 +354,7 @@ class Relay:
                     )
                     return
                 await asyncio.sleep(delay)
+        self._track_outage(outcome)
         self.stats.delivered += counts.delivered
         self.stats.already_existed += min(outcome.already_existed, counts.delivered)
         self.stats.retried += counts.retried
@@ -361,6 +370,22 @@ class Relay:
             )
         for row_id, reason in outcome.dead:
             logger.error("dead-lettered row %d: %s", row_id, reason, extra={"event": "dead_lettered", "row": row_id})
+
+    def _track_outage(self, outcome: _Outcome) -> None:
+        # A batch in which every send failed and will be retried looks like Cloud Tasks being unreachable:
+        # stop claiming for a while, longer each time, instead of failing row after row.
+        if outcome.retries and not outcome.delivered:
+            self._outage += 1
+            pause = self.settings.backoff(self._outage)
+            self._pause_until = max(self._pause_until, time.monotonic() + pause)
+            logger.warning(
+                "every send of a batch failed; pausing claims for %.1fs",
+                pause,
+                extra={"event": "send_outage", "pause_seconds": pause, "error": outcome.retries[0][2]},
+            )
+        elif outcome.delivered:
+            self._outage = 0
+            self._pause_until = 0.0
 
     async def _release(self, token: str, rows: list[ClaimedRow]) -> None:
         try:

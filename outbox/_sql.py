@@ -177,7 +177,10 @@ class OutboxStore:
 
     def _bury(self, conn: Connection, token: str, row_id: int, reason: str) -> int:
         fence = and_(_o.id == row_id, _o.lease_token == token)
-        moved = conn.execute(
+        # Lock the row first, so that no claim can take it between the copy and the delete.
+        if conn.execute(select(_o.id).where(fence).with_for_update()).first() is None:
+            return 0
+        conn.execute(
             insert(dead_letter_table).from_select(
                 ["id", "queue_path", "task_name", "request", "created_at", "attempts", "reason", "dead_at"],
                 select(
@@ -191,10 +194,9 @@ class OutboxStore:
                     db_now(),
                 ).where(fence),
             )
-        ).rowcount
-        if moved:
-            conn.execute(delete(outbox_table).where(fence))
-        return int(moved)
+        )
+        conn.execute(delete(outbox_table).where(fence))
+        return 1
 
     def release(self, token: str, ids: Iterable[int]) -> int:
         """Give leased rows back at once (shutdown), without counting the attempt."""

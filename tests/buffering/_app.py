@@ -45,8 +45,14 @@ class Recorded:
         return name
 
 
-def make_app(*, base_url: str, emulator_address: str, flush: Flush, recorded: Recorded, commit: Any = None) -> FastAPI:
-    """Build the app; `commit(payload)` is the teardown of the `transaction` dependency when given."""
+def make_app(
+    *, base_url: str, emulator_address: str, flush: Flush, recorded: Recorded, database: Any = None, probe: Any = None
+) -> FastAPI:
+    """Build the app.
+
+    `database()` opens a DB-API connection for the `transaction` dependency of `/commit`, which commits it
+    in its teardown and then calls `probe(payload)`.
+    """
     sync_tasks = APIRouter(
         route_class=DelayedRouteBuilder(
             queue_path=QUEUE,
@@ -89,10 +95,15 @@ def make_app(*, base_url: str, emulator_address: str, flush: Flush, recorded: Re
     async def never(payload: str) -> None:
         raise AssertionError("a task of a missing queue was delivered")
 
-    def transaction(payload: str) -> Iterator[None]:
-        yield
-        if commit is not None:
-            commit(payload)
+    def transaction(payload: str) -> Iterator[Any]:
+        connection = database()
+        try:
+            yield connection
+            connection.commit()
+            recorded.events.append(f"commit {payload}")
+            probe(payload)
+        finally:
+            connection.close()
 
     async def delaying_dependency(payload: str) -> str:
         return recorded.remember(payload, (await ahello.delay(payload=payload + "-dep")).name)  # type: ignore[attr-defined]
@@ -123,9 +134,9 @@ def make_app(*, base_url: str, emulator_address: str, flush: Flush, recorded: Re
             raise HTTPException(status_code=404)
         return JSONResponse({}, status_code=code)
 
-    @app.post("/commit", dependencies=[Depends(transaction)])
-    def committed(payload: str) -> dict[str, str]:
-        recorded.events.append(f"delay {payload}")
+    @app.post("/commit")
+    def committed(payload: str, connection: Any = Depends(transaction)) -> dict[str, str]:
+        connection.execute("INSERT INTO buffering_commits (payload) VALUES (%s)", (payload,))
         return {"name": recorded.remember(payload, hello.delay(payload=payload).name)}  # type: ignore[attr-defined]
 
     @app.post("/dependency")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from google.api_core.exceptions import NotFound
 
@@ -19,6 +21,12 @@ from ._app import QUEUE, Recorded, make_app
 from ._server import bind, serve, url_of
 
 Served = tuple[str, Recorded, Emulator]
+
+POSTGRES_URL = os.environ.get("FASTAPI_GCP_TASKS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def connect() -> psycopg.Connection[Any]:
+    return psycopg.connect(POSTGRES_URL, connect_timeout=5)
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +41,7 @@ def _serve(emulator: Emulator, flush: Any) -> Iterator[Served]:
     base = url_of(sock)
     client = emulator.tasks_client()
 
-    def commit(payload: str) -> None:
-        recorded.events.append(f"commit {payload}")
+    def probe(payload: str) -> None:
         for name in recorded.names.get(payload, []):
             try:
                 client.get_task(name=name)
@@ -42,7 +49,9 @@ def _serve(emulator: Emulator, flush: Any) -> Iterator[Served]:
             except NotFound:
                 pass
 
-    app = make_app(base_url=base, emulator_address=emulator.address, flush=flush, recorded=recorded, commit=commit)
+    app = make_app(
+        base_url=base, emulator_address=emulator.address, flush=flush, recorded=recorded, database=connect, probe=probe
+    )
     with serve(app, sock):
         yield base, recorded, emulator
 
@@ -127,8 +136,15 @@ def test_a_client_error_still_sends_by_default(after: Served) -> None:
     assert_delivered_once(recorded, payload, recorded.names[payload][0])
 
 
+@pytest.fixture(scope="module")
+def commits_table() -> None:
+    with connect() as connection:
+        connection.execute("CREATE TABLE IF NOT EXISTS buffering_commits (payload text PRIMARY KEY)")
+
+
 @pytest.mark.postgres
 @pytest.mark.parametrize("mode", ["after", "before"])
+@pytest.mark.usefixtures("commits_table")
 def test_tasks_are_created_after_the_dependency_commits(request: pytest.FixtureRequest, mode: str) -> None:
     base, recorded, _ = request.getfixturevalue(mode)
     payload = unique("commit")
@@ -138,6 +154,10 @@ def test_tasks_are_created_after_the_dependency_commits(request: pytest.FixtureR
     assert_delivered_once(recorded, payload, name)
     assert f"commit {payload}" in recorded.events
     assert f"exists at commit {name}" not in recorded.events
+    with connect() as connection:
+        assert connection.execute(
+            "SELECT count(*) FROM buffering_commits WHERE payload = %s", (payload,)
+        ).fetchone() == (1,)
 
 
 def test_dependencies_and_background_tasks_are_buffered(after: Served) -> None:

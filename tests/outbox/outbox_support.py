@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from google.cloud import tasks_v2
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
 from fastapi_gcp_tasks._dispatch import PreparedTask
 from fastapi_gcp_tasks._naming import new_task_id, task_name
 from fastapi_gcp_tasks.exception import FastAPIGCPTasksError, SendError, TaskAlreadyExistsError
+from outbox import OutboxSink, RelaySettings
 
 QUEUE = "projects/test-project/locations/us-central1/queues/outbox-test"
 
@@ -75,3 +81,37 @@ class RecordingCloudTasks:
                 self.bodies[name] = request.task.http_request.body
                 results.append(request.task)
         return results
+
+
+def insert_tasks(engine: Engine, count: int, *, queue: str = QUEUE) -> list[PreparedTask]:
+    """Commit `count` outbox rows in one transaction, as `.delay()` in outbox mode would."""
+    tasks = [prepared(queue, body=f'{{"n": {i}}}'.encode()) for i in range(count)]
+    with Session(engine) as session, session.begin():
+        sink = OutboxSink(session)
+        for task in tasks:
+            sink.submit(task)
+    return tasks
+
+
+async def eventually(condition: Callable[[], bool], *, timeout: float = 10.0, message: str = "") -> None:
+    """Wait until `condition()` holds, failing after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not reached within {timeout}s: {message}")
+        await asyncio.sleep(0.02)
+
+
+def fast_settings(**overrides: Any) -> RelaySettings:
+    """Relay settings for tests: short leases, timeouts and backoffs."""
+    values: dict[str, Any] = {
+        "poll_interval": 0.05,
+        "lease_seconds": 5.0,
+        "send_timeout": 2.0,
+        "backoff_initial": 0.05,
+        "backoff_max": 0.2,
+        "shutdown_timeout": 2.0,
+        "stats_interval": 60.0,
+    }
+    values.update(overrides)
+    return RelaySettings(**values)

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Lint, types and docs: what CI runs besides the tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/bootstrap.sh
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+.venv/bin/mypy fastapi_gcp_tasks outbox examples tests/typing
+.venv/bin/mkdocs build --strict --quiet --site-dir "$(mktemp -d)"

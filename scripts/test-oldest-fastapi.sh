@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Route building and the round trip on the oldest FastAPI we support (newer releases stop copying routes
+# on include_router; older ones copy them, which the route classes must recognise).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OLDEST_FASTAPI="${OLDEST_FASTAPI:-0.115.0}"
+VENV=.venv-fastapi-oldest
+if [ ! -x "$VENV/bin/python" ]; then
+    python3 -m venv "$VENV"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check uv
+fi
+"$VENV/bin/uv" pip install --python "$VENV/bin/python" --quiet -e . "fastapi==$OLDEST_FASTAPI" \
+    pytest pytest-asyncio hypothesis httpx python-multipart
+"$VENV/bin/python" -c "import fastapi; print('FastAPI', fastapi.__version__)"
+"$VENV/bin/python" -m pytest -p no:fastapi_gcp_tasks -q -W ignore::PendingDeprecationWarning -W ignore::DeprecationWarning tests/core/test_roundtrip.py tests/core/test_routes.py tests/core/test_refusals.py

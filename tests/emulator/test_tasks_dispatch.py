@@ -1,0 +1,227 @@
+"""How the emulator delivers tasks: headers, schedule, retries and backoff, rate and concurrency limits."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+import pytest
+from google.api_core import exceptions
+from google.cloud import tasks_v2
+from google.protobuf import duration_pb2, field_mask_pb2
+
+from fastapi_gcp_tasks.emulator import Emulator
+
+from .conftest import Env
+from ._tasks_support import QUEUE, URL, ScriptedWorker, http_task, task_name
+
+
+def _retry(env: Env, **config: object) -> None:
+    env.client.update_queue(
+        queue=tasks_v2.Queue(name=QUEUE, retry_config=tasks_v2.RetryConfig(**config)),
+        update_mask=field_mask_pb2.FieldMask(paths=[f"retry_config.{key}" for key in config]),
+    )
+
+
+def _seconds(value: float) -> duration_pb2.Duration:
+    return duration_pb2.Duration(seconds=int(value), nanos=round((value % 1) * 1e9))
+
+
+def test_every_cloud_tasks_header_is_sent(env: Env) -> None:
+    created = env.client.create_task(
+        parent=QUEUE,
+        task=http_task(
+            name=task_name("hdr"),
+            body=b'{"a": 1}',
+            headers={"Content-Type": "application/json", "X-Custom": "yes", "Host": "evil", "User-Agent": "me"},
+        ),
+    )
+    env.settle()
+    [request] = env.worker.received
+    headers = request.headers
+    assert request.method == "POST"
+    assert request.body == b'{"a": 1}'
+    assert headers["x-cloudtasks-queuename"] == "default"
+    assert headers["x-cloudtasks-taskname"] == "hdr"
+    assert headers["x-cloudtasks-taskretrycount"] == "0"
+    assert headers["x-cloudtasks-taskexecutioncount"] == "0"
+    assert float(headers["x-cloudtasks-tasketa"]) == pytest.approx(created.schedule_time.timestamp(), abs=1e-5)
+    assert headers["user-agent"] == "Google-Cloud-Tasks"
+    assert headers["content-type"] == "application/json"
+    assert headers["x-custom"] == "yes"
+    assert headers["host"] == "worker.test"
+    assert "x-cloudtasks-taskpreviousresponse" not in headers
+    assert "authorization" not in headers
+
+
+def test_no_content_type_unless_the_task_has_one(env: Env) -> None:
+    env.client.create_task(parent=QUEUE, task=http_task(body=b"raw"))
+    env.settle()
+    assert "content-type" not in env.worker.received[0].headers
+
+
+def test_a_task_waits_for_its_schedule_time(env: Env) -> None:
+    eta = env.clock.now() + dt.timedelta(seconds=90)
+    env.client.create_task(parent=QUEUE, task=http_task(schedule_time=eta))
+    env.settle(89)
+    assert env.worker.received == []
+    env.settle(1)
+    assert len(env.worker.received) == 1
+    assert float(env.worker.received[0].headers["x-cloudtasks-tasketa"]) == pytest.approx(eta.timestamp(), abs=1e-5)
+
+
+def test_retries_back_off_and_count_attempts_like_cloud_tasks(env: Env) -> None:
+    _retry(env, min_backoff=_seconds(1), max_backoff=_seconds(10), max_doublings=2)
+    env.worker.script["/work"] = [503, 500, 404, 500, 500, 200]
+    name = task_name("flaky")
+    env.client.create_task(parent=QUEUE, task=http_task(name=name))
+    env.settle()
+    # intervals: 1, 2, 4 (two doublings), then linear by 4: 8, then capped at 10
+    for expected_delay in (1, 2, 4, 8, 10):
+        before = len(env.worker.received)
+        env.settle(expected_delay - 0.01)
+        assert len(env.worker.received) == before, f"retry came before {expected_delay} s"
+        env.settle(0.01)
+        assert len(env.worker.received) == before + 1, f"no retry after {expected_delay} s"
+    headers = [request.headers for request in env.worker.received]
+    assert [h["x-cloudtasks-taskretrycount"] for h in headers] == ["0", "1", "2", "3", "4", "5"]
+    assert [h["x-cloudtasks-taskexecutioncount"] for h in headers] == ["0", "0", "0", "1", "1", "1"]
+    assert [h.get("x-cloudtasks-taskpreviousresponse") for h in headers] == [None, "503", "500", "404", "500", "500"]
+    assert headers[1]["x-cloudtasks-taskretryreason"]
+    with pytest.raises(exceptions.NotFound):
+        env.client.get_task(name=name)
+    assert [record.status for record in env.emu.deliveries] == [503, 500, 404, 500, 500, 200]
+    assert [record.attempt for record in env.emu.deliveries] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_failed_task_shows_its_attempts_while_waiting_to_retry(env: Env) -> None:
+    env.worker.script["/work"] = [500]
+    name = task_name("shown")
+    env.client.create_task(parent=QUEUE, task=http_task(name=name))
+    env.settle()
+    task = env.client.get_task(name=name)
+    assert (task.dispatch_count, task.response_count) == (1, 1)
+    assert task.first_attempt.dispatch_time == task.last_attempt.dispatch_time
+    assert task.last_attempt.response_status.code == 13
+    assert task.last_attempt.response_time.timestamp() >= task.last_attempt.dispatch_time.timestamp()
+    assert task.schedule_time.timestamp() == pytest.approx(env.clock.now().timestamp() + 0.1, abs=1e-3)
+
+
+def test_max_attempts_gives_up_and_deletes_the_task(env: Env) -> None:
+    _retry(env, max_attempts=3, min_backoff=_seconds(1), max_backoff=_seconds(1))
+    env.worker.script["/work"] = [500] * 10
+    name = task_name("doomed")
+    env.client.create_task(parent=QUEUE, task=http_task(name=name))
+    for _ in range(5):
+        env.settle(1)
+    assert len(env.worker.received) == 3
+    with pytest.raises(exceptions.NotFound):
+        env.client.get_task(name=name)
+
+
+def test_max_retry_duration_needs_both_limits_reached(env: Env) -> None:
+    _retry(env, max_attempts=2, max_retry_duration=_seconds(10), min_backoff=_seconds(3), max_backoff=_seconds(3))
+    env.worker.script["/work"] = [500] * 10
+    env.client.create_task(parent=QUEUE, task=http_task())
+    for _ in range(6):
+        env.settle(3)
+    # attempts at 0, 3, 6, 9, 12: the one at 12 s is past the 10 s limit and the 2 attempts, so it is the last
+    assert len(env.worker.received) == 5
+
+
+def test_unlimited_attempts_with_a_duration_stop_at_the_duration(env: Env) -> None:
+    _retry(env, max_attempts=-1, max_retry_duration=_seconds(5), min_backoff=_seconds(2), max_backoff=_seconds(2))
+    env.worker.script["/work"] = [500] * 10
+    env.client.create_task(parent=QUEUE, task=http_task())
+    for _ in range(6):
+        env.settle(2)
+    assert len(env.worker.received) == 4  # 0, 2, 4, 6 s
+
+
+def test_retry_after_is_honoured_on_429_and_503_only(env: Env) -> None:
+    env.worker.script["/work"] = [429, 200]
+    env.worker.answer_headers["/work"] = {"Retry-After": "30"}
+    env.client.create_task(parent=QUEUE, task=http_task())
+    env.settle(29)
+    assert len(env.worker.received) == 1
+    env.settle(1)
+    assert len(env.worker.received) == 2
+    env.worker.received.clear()
+    env.worker.script["/work"] = [500, 200]
+    env.client.create_task(parent=QUEUE, task=http_task())
+    env.settle(0.1)
+    assert len(env.worker.received) == 2
+
+
+def test_rate_limit_spends_a_token_bucket(env: Env) -> None:
+    env.client.update_queue(
+        queue=tasks_v2.Queue(name=QUEUE, rate_limits=tasks_v2.RateLimits(max_dispatches_per_second=2)),
+        update_mask=field_mask_pb2.FieldMask(paths=["rate_limits.max_dispatches_per_second"]),
+    )
+    for _ in range(6):
+        env.client.create_task(parent=QUEUE, task=http_task())
+    env.settle()
+    assert len(env.worker.received) == 2  # the burst
+    env.settle(0.5)
+    assert len(env.worker.received) == 3
+    env.settle(1.5)
+    assert len(env.worker.received) == 6
+
+
+def test_concurrency_limit_and_a_hanging_worker_holds_only_its_own_slot() -> None:
+    worker = ScriptedWorker(slow=0.02)
+    with Emulator(deliver_to=worker, queues=[QUEUE]) as emu:
+        client = emu.tasks_client()
+        client.update_queue(
+            queue=tasks_v2.Queue(name=QUEUE, rate_limits=tasks_v2.RateLimits(max_concurrent_dispatches=2)),
+            update_mask=field_mask_pb2.FieldMask(paths=["rate_limits.max_concurrent_dispatches"]),
+        )
+        client.create_task(parent=QUEUE, task=http_task(url="http://worker.test/hang", name=task_name("hang")))
+        for _ in range(6):
+            client.create_task(parent=QUEUE, task=http_task())
+        deadline = asyncio.get_event_loop_policy  # keep a reference-free busy wait below short
+        del deadline
+        for _ in range(500):
+            if len(worker.received) == 7:
+                break
+            emu.server.clock.now()
+            import time
+
+            time.sleep(0.01)
+        assert sorted(worker.paths()) == ["/hang"] + ["/work"] * 6
+        assert worker.max_in_flight == 2
+        task = client.get_task(name=task_name("hang"))
+        assert task.dispatch_count == 1
+        assert task.response_count == 0
+
+
+def test_paused_queue_dispatches_nothing_until_resumed(env: Env) -> None:
+    env.client.pause_queue(name=QUEUE)
+    env.client.create_task(parent=QUEUE, task=http_task())
+    env.settle(60)
+    assert env.worker.received == []
+    env.client.resume_queue(name=QUEUE)
+    env.settle()
+    assert len(env.worker.received) == 1
+
+
+def test_deleting_a_task_waiting_for_retry_stops_it(env: Env) -> None:
+    env.worker.script["/work"] = [500] * 5
+    name = task_name("stop-me")
+    env.client.create_task(parent=QUEUE, task=http_task(name=name))
+    env.settle()
+    env.client.delete_task(name=name)
+    env.settle(3600)
+    assert len(env.worker.received) == 1
+
+
+def test_http_methods_and_bodies_are_sent_as_given(env: Env) -> None:
+    for method in (tasks_v2.HttpMethod.PUT, tasks_v2.HttpMethod.PATCH, tasks_v2.HttpMethod.GET):
+        body = b"" if method == tasks_v2.HttpMethod.GET else b"b"
+        env.client.create_task(parent=QUEUE, task=http_task(url=f"{URL}?m={method.name}", method=method, body=body))
+    env.settle()
+    assert sorted((request.method, request.body) for request in env.worker.received) == [
+        ("GET", b""),
+        ("PATCH", b"b"),
+        ("PUT", b"b"),
+    ]
