@@ -9,6 +9,7 @@ import os
 from collections.abc import Callable
 
 from fastapi import APIRouter, FastAPI
+
 from fastapi_gcp_tasks import DelayedRouteBuilder
 from fastapi_gcp_tasks.utils import emulator_client
 

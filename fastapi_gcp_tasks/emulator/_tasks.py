@@ -367,12 +367,20 @@ class TasksService:
         return [record for record in records if "/tasks/" in record.source]
 
     def is_idle(self) -> bool:
-        """No attempt in flight and no task due now in a running queue."""
+        """No attempt in flight and no task due now in a running queue.
+
+        A task held back by the queue's rate limit waits for the clock like a task scheduled later,
+        so it does not count as busy.
+        """
         if self._attempts:
             return False
         now = self.clock.now()
         for queue in self._queues.values():
             if not queue.running:
+                continue
+            if queue.pump_pending:
+                return False
+            if queue.timer_when is not None and queue.timer_when > now:
                 continue
             for when, key, state in queue.heap:
                 if state.heap_key == key and when <= now:

@@ -20,8 +20,9 @@ class Env:
     client: tasks_v2.CloudTasksClient
 
     def settle(self, advance: float = 0.0) -> None:
-        """Move the clock forward and wait until every attempt that became due is done."""
+        """Finish what is due, move the clock forward, and finish what became due."""
         if advance:
+            self.emu.wait_until_idle(timeout=10)
             self.clock.advance(advance)
         self.emu.wait_until_idle(timeout=10)
 

@@ -6,12 +6,15 @@ them with `OIDCVerifier`, exactly as it would verify Google's.
 
 from __future__ import annotations
 
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, HTTPException
 from fastapi.routing import APIRoute
 from google.cloud import tasks_v2
@@ -74,7 +77,9 @@ class Env:
         return [d.status for d in self.emu.deliveries if f'"order":"{order}"' in d.body.decode()]
 
 
-def make_app(emu: Emulator, worker: Worker, provider: TracerProvider) -> tuple[FastAPI, dict[str, Any]]:
+def make_app(
+    emu: Emulator, worker: Worker, provider: TracerProvider, base_url: str = BASE_URL
+) -> tuple[FastAPI, dict[str, Any]]:
     verify = OIDCVerifier(
         audience=AUDIENCE, service_accounts=ACCOUNT, issuers=emu.issuer, jwks_url=emu.jwks_url, leeway=60
     )
@@ -89,47 +94,35 @@ def make_app(emu: Emulator, worker: Worker, provider: TracerProvider) -> tuple[F
             hook = oidc_delayed_hook(tasks_v2.OidcToken(service_account_email=account, audience=AUDIENCE))
         return DelayedRouteBuilder(
             queue_path=QUEUE,
-            callback_base_url=BASE_URL,
+            callback_base_url=base_url,
             client=emu.tasks_client(),
             auto_create_queue=False,
             pre_create_hook=hook,
         )
 
-    async def charge(
-        payload: Charge, meta: CloudTasksHeaders = Depends(), _: Any = Depends(max_retries(3, on_give_up=record))
-    ) -> dict[str, str]:
-        key = meta.idempotency_key
-        with worker.lock:
-            worker.handled.append((payload.order, meta.retry_count, key))
-            if payload.order in worker.fail:
-                raise HTTPException(500, "payment provider down")
-            if key is not None:
-                worker.effects.add(key)
-        return {"charged": payload.order}
+    def make_charge() -> Any:
+        async def charge(
+            payload: Charge, meta: CloudTasksHeaders = Depends(), _: Any = Depends(max_retries(3, on_give_up=record))
+        ) -> dict[str, str]:
+            key = meta.idempotency_key
+            with worker.lock:
+                worker.handled.append((payload.order, meta.retry_count, key))
+                if payload.order in worker.fail:
+                    raise HTTPException(500, "payment provider down")
+                if key is not None:
+                    worker.effects.add(key)
+            return {"charged": payload.order}
 
+        return charge
+
+    # Three senders that differ only in the token they ask for; the worker verifies all of them the same way.
     policy = PoisonPolicy(sink=record)
-    routers = {
-        "trusted": APIRouter(route_class=poison_route_class(builder(ACCOUNT), policy), dependencies=[Depends(verify)]),
-        "intruder": APIRouter(route_class=builder(INTRUDER)),
-        "anonymous": APIRouter(route_class=builder(None)),
-    }
-    endpoints = {}
-    for name, router in routers.items():
-        endpoints[name] = router.post(f"/tasks/{name}/charge")(charge)
     app = FastAPI(telemetry={"tracer_provider": provider, "metrics": False, "logs": False})
-    for router in routers.values():
-        # The intruder and anonymous routes are declared on their own routers only to send from; the
-        # trusted (verified) route is the only one the worker serves.
-        if router is routers["trusted"]:
-            app.include_router(router)
-    for name in ("intruder", "anonymous"):
-        app.add_api_route(
-            f"/tasks/{name}/charge",
-            charge,
-            methods=["POST"],
-            dependencies=[Depends(verify)],
-            route_class_override=poison_route_class(APIRoute, policy),
-        )
+    endpoints = {}
+    for name, account in (("trusted", ACCOUNT), ("intruder", INTRUDER), ("anonymous", None)):
+        router = APIRouter(route_class=poison_route_class(builder(account), policy), dependencies=[Depends(verify)])
+        endpoints[name] = router.post(f"/tasks/{name}/charge")(make_charge())
+        app.include_router(router)
     return app, endpoints
 
 
@@ -222,7 +215,6 @@ def test_an_invalid_payload_is_dead_lettered_and_not_retried(env: Env) -> None:
         ),
     )
     env.settle(rounds=2)
-    assert env.statuses("o-7") == []  # the body is not the compact JSON `.delay()` writes
     assert [d.status for d in env.emu.deliveries] == [200]
     [letter] = env.worker.letters
     assert letter.reason == "invalid_request"
@@ -244,3 +236,40 @@ def test_delay_carries_the_trace_into_the_worker(env: Env) -> None:
     assert server[0].context.trace_id == trace_id
     assert server[0].parent is not None
     assert server[0].parent.span_id == span.get_span_context().span_id
+
+
+def test_over_real_http_into_uvicorn() -> None:
+    """The same worker served by uvicorn on loopback, the emulator delivering over sockets in real time."""
+    worker = Worker(fail={"o-9"})
+    provider = TracerProvider()
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    with Emulator(queues=[QUEUE]) as emu:
+        app, endpoints = make_app(emu, worker, provider, base_url=f"http://127.0.0.1:{port}")
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+        thread.start()
+        try:
+            deadline = time.monotonic() + 10
+            while not server.started and time.monotonic() < deadline:
+                time.sleep(0.01)
+            endpoints["trusted"].delay(payload=Charge(order="o-8", cents=1))
+            endpoints["intruder"].delay(payload=Charge(order="o-8b", cents=1))
+            endpoints["trusted"].delay(payload=Charge(order="o-9", cents=1))
+            deadline = time.monotonic() + 20
+            while len([d for d in emu.deliveries if b"o-9" in d.body]) < 4 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            statuses = {
+                order: [d.status for d in emu.deliveries if f'"{order}"'.encode() in d.body]
+                for order in ("o-8", "o-8b", "o-9")
+            }
+        finally:
+            server.should_exit = True
+            thread.join(timeout=10)
+            listener.close()
+    provider.shutdown()
+    assert statuses["o-8"] == [200]
+    assert statuses["o-8b"][0] == 403
+    assert statuses["o-9"] == [500, 500, 500, 200]
+    assert [letter.reason for letter in worker.letters] == ["max_retries"]

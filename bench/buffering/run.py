@@ -1,0 +1,230 @@
+"""Latency and throughput of `.delay()` per dispatch mode, against the emulator over real HTTP and gRPC.
+
+One emulator process (its queue paused, so tasks are stored and never delivered) and one uvicorn process
+per mode, all started by this script; the client is httpx in this process. Latency requests go round-robin
+over every (mode, endpoint) pair so that background noise hits them all alike; throughput is measured one
+pair at a time. See README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import httpx
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+PEER_VENV = ROOT / "bench" / ".venv-peer"
+PEER_REQUIREMENTS = ["fastapi-gcp-tasks==0.3.4", "uvicorn"]
+QUEUE = "projects/bench/locations/here/queues/buffering"
+MODES = ["immediate_sync", "immediate_async", "buffered_after", "buffered_before", "peer_0.3.4"]
+DELAYS = [0, 1, 10]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def ensure_peer_venv() -> Path:
+    """The peer's own venv (same import name as ours), created on first run."""
+    python = PEER_VENV / "bin" / "python"
+    if python.exists():
+        return python
+    uv = shutil.which("uv") or str(ROOT / ".venv" / "bin" / "uv")
+    print(f"creating {PEER_VENV} with {' '.join(PEER_REQUIREMENTS)} ...", flush=True)
+    subprocess.run([uv, "venv", "--quiet", "--python", sys.executable, str(PEER_VENV)], check=True)
+    subprocess.run([uv, "pip", "install", "--quiet", "--python", str(python), *PEER_REQUIREMENTS], check=True)
+    return python
+
+
+@contextmanager
+def process(args: list[str], *, env: dict[str, str], cwd: Path) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(args, env={**os.environ, **env}, cwd=cwd)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server for {url} exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(url)
+        time.sleep(0.1)
+
+
+@contextmanager
+def emulator() -> Iterator[str]:
+    from fastapi_gcp_tasks.utils import emulator_client
+
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    args = [sys.executable, "-m", "fastapi_gcp_tasks", "emulator", "--port", str(port), "--queue", QUEUE]
+    with process([*args, "--http-port", str(free_port()), "--log-level", "WARNING"], env={}, cwd=ROOT) as proc:
+        client = emulator_client(host=address)
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError("the emulator exited")
+            try:
+                client.pause_queue(name=QUEUE, timeout=1)
+                break
+            except Exception:  # not listening yet
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        try:
+            yield address
+        finally:
+            client.transport.close()  # type: ignore[no-untyped-call]
+
+
+def server_command(mode: str, port: int, peer_python: Path | None) -> tuple[list[str], Path]:
+    common = ["-m", "uvicorn", "--port", str(port), "--log-level", "warning", "--no-access-log"]
+    if mode.startswith("peer"):
+        assert peer_python is not None
+        # run from bench/buffering so that `fastapi_gcp_tasks` resolves to the peer's installed package
+        return [str(peer_python), *common, "peer_app:app"], HERE
+    return [sys.executable, *common, "--app-dir", str(HERE), "app:app"], ROOT
+
+
+def count_calls(servers: dict[str, str], requests: int = 20) -> dict[tuple[str, int], str]:
+    """Create calls per request: counted by the buffer's stats; one `create_task` per delay otherwise."""
+    counted: dict[tuple[str, int], str] = {}
+    with httpx.Client(timeout=30) as client:
+        for mode, url in servers.items():
+            for n in DELAYS:
+                if not mode.startswith("buffered"):
+                    counted[(mode, n)] = f"{n} (by construction)"
+                    continue
+                before = client.get(f"{url}/stats").json()
+                for _ in range(requests):
+                    client.post(f"{url}/d{n}").raise_for_status()
+                deadline = time.monotonic() + 10
+                while True:
+                    after = client.get(f"{url}/stats").json()
+                    if after["created"] - before["created"] >= n * requests or time.monotonic() > deadline:
+                        break
+                    time.sleep(0.01)
+                counted[(mode, n)] = f"{(after['calls'] - before['calls']) / requests:g}"
+    return counted
+
+
+def latency(servers: dict[str, str], requests: int, warmup: int) -> dict[tuple[str, int], list[float]]:
+    samples: dict[tuple[str, int], list[float]] = {(mode, n): [] for mode in servers for n in DELAYS}
+    with httpx.Client(timeout=30) as client:
+        for i in range(warmup + requests):
+            for (mode, n), times in samples.items():
+                url = f"{servers[mode]}/d{n}"
+                start = time.perf_counter()
+                response = client.post(url)
+                elapsed = time.perf_counter() - start
+                response.raise_for_status()
+                if i >= warmup:
+                    times.append(elapsed * 1000)
+    return samples
+
+
+async def throughput(url: str, seconds: float, concurrency: int) -> float:
+    done = 0
+    stop = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+
+        async def worker() -> None:
+            nonlocal done
+            while time.perf_counter() < stop:
+                (await client.post(url)).raise_for_status()
+                done += 1
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return done / (time.perf_counter() - start)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=300, help="latency samples per mode and endpoint")
+    parser.add_argument("--warmup", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=3.0, help="throughput run per mode and endpoint")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--modes", default=",".join(MODES))
+    args = parser.parse_args()
+    modes = args.modes.split(",")
+    peer_python = ensure_peer_venv() if any(m.startswith("peer") for m in modes) else None
+
+    with ExitStack() as stack:
+        address = stack.enter_context(emulator())
+        servers: dict[str, str] = {}
+        for mode in modes:
+            port = free_port()
+            command, cwd = server_command(mode, port, peer_python)
+            env = {"BENCH_MODE": mode, "BENCH_EMULATOR": address, "BENCH_QUEUE": QUEUE, "PYTHONPATH": ""}
+            proc = stack.enter_context(process(command, env=env, cwd=cwd))
+            servers[mode] = f"http://127.0.0.1:{port}"
+            wait_http(f"{servers[mode]}/stats", proc)
+
+        calls = count_calls(servers)
+        print(f"latency: {args.requests} sequential requests per row (after {args.warmup} warm-up), round-robin")
+        samples = latency(servers, args.requests, args.warmup)
+        rates: dict[tuple[str, int], float] = {}
+        for mode, url in servers.items():
+            for n in DELAYS:
+                rates[(mode, n)] = asyncio.run(throughput(f"{url}/d{n}", args.seconds, args.concurrency))
+
+        print()
+        print(f"| mode | delays | p50 ms | p99 ms | max req/s (c={args.concurrency}) | create calls / request |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: |")
+        for mode in modes:
+            for n in DELAYS:
+                times = samples[(mode, n)]
+                print(
+                    f"| {mode} | {n} | {statistics.median(times):.2f} | {percentile(times, 0.99):.2f} "
+                    f"| {rates[(mode, n)]:.0f} | {calls[(mode, n)]} |"
+                )
+        if "buffered_after" in modes:
+            base = statistics.median(samples[("buffered_after", 0)])
+            one = statistics.median(samples[("buffered_after", 1)])
+            print()
+            change = 100 * (one / base - 1)
+            print(f"buffered_after: p50 with 1 delay {one:.3f} ms vs 0 delays {base:.3f} ms: {change:+.1f}%")
+            if "immediate_async" in modes:
+                plain = statistics.median(samples[("immediate_async", 0)])
+                change = 100 * (one / plain - 1)
+                print(f"buffered_after 1 delay vs immediate_async 0 delays (no middleware): {change:+.1f}%")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
