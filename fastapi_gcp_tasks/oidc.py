@@ -18,8 +18,8 @@ It is built on `cryptography` only. Keys are fetched in a worker thread, cached 
 `Cache-Control` allows, and refetched early only when a token names an unknown key.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: older FastAPI releases (0.115) cannot resolve string annotations on the
+# `__call__` of a dependency instance, and would take `request` for a query parameter.
 import base64
 import binascii
 import datetime as dt

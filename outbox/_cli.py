@@ -72,6 +72,14 @@ def register(subparsers: Any) -> None:
     _option(relay, "--backoff-max", env + "BACKOFF_MAX", default=600.0, type=float, help="longest retry delay")
     _option(
         relay,
+        "--outage-pause-max",
+        env + "OUTAGE_PAUSE_MAX",
+        default=10.0,
+        type=float,
+        help="longest pause of claims after a batch in which every send failed",
+    )
+    _option(
+        relay,
         "--retention-seconds",
         env + "RETENTION_SECONDS",
         default=0.0,
@@ -167,6 +175,7 @@ def _run_relay(args: argparse.Namespace) -> int:
         max_attempts=args.max_attempts,
         backoff_initial=args.backoff_initial,
         backoff_max=args.backoff_max,
+        outage_pause_max=args.outage_pause_max,
         retention_seconds=args.retention_seconds,
         shutdown_timeout=args.shutdown_timeout,
         stats_interval=args.stats_interval,

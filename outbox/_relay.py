@@ -63,6 +63,8 @@ class RelaySettings:
     """Attempts before a row with a retryable error is dead-lettered."""
     backoff_initial: float = 1.0
     backoff_max: float = 600.0
+    outage_pause_max: float = 10.0
+    """After a batch in which every send failed, stop claiming for a backoff delay of at most this long."""
     retention_seconds: float = 0.0
     """Keep delivered rows this long (0: delete them at once)."""
     shutdown_timeout: float = 30.0
@@ -74,7 +76,7 @@ class RelaySettings:
         for name in ("batch_size", "concurrency", "max_attempts"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)!r} must be at least 1")
-        for name in ("poll_interval", "lease_seconds", "send_timeout", "backoff_initial", "stats_interval"):
+        for name in ("poll_interval", "lease_seconds", "send_timeout", "backoff_initial", "stats_interval", "outage_pause_max"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}={getattr(self, name)!r} must be positive")
         if self.send_timeout >= self.lease_seconds:
@@ -195,6 +197,8 @@ class Relay:
                     with contextlib.suppress(SQLAlchemyError):
                         await asyncio.to_thread(self.store.purge_delivered, settings.retention_seconds)
                 if now < self._pause_until:
+                    if until_idle and not in_flight:
+                        break
                     await self._sleep(self._pause_until - now)
                     continue
                 await slots.acquire()
@@ -376,7 +380,7 @@ class Relay:
         # stop claiming for a while, longer each time, instead of failing row after row.
         if outcome.retries and not outcome.delivered:
             self._outage += 1
-            pause = self.settings.backoff(self._outage)
+            pause = min(self.settings.backoff(self._outage), self.settings.outage_pause_max)
             self._pause_until = max(self._pause_until, time.monotonic() + pause)
             logger.warning(
                 "every send of a batch failed; pausing claims for %.1fs",

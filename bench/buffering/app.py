@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Awaitable, Callable
 
+from _timing import Timing
 from fastapi import APIRouter, FastAPI
 
 from fastapi_gcp_tasks.async_delayed_route import AsyncDelayedRouteBuilder
@@ -78,6 +79,14 @@ else:
         raise SystemExit(f"unknown BENCH_MODE {MODE!r}")
 
 app.include_router(tasks)
+
+
+@app.post("/timings")
+def take_timings() -> dict[str, list[float]]:
+    return timing.take()
+
+
+timing = Timing(app)
 
 
 @app.get("/stats")

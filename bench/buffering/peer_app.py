@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
+from _timing import Timing
 from fastapi import APIRouter, FastAPI
 
 from fastapi_gcp_tasks import DelayedRouteBuilder
@@ -45,6 +46,14 @@ def sync_route(n: int) -> Callable[[], None]:
 for count in (0, 1, 10):
     app.add_api_route(f"/d{count}", sync_route(count), methods=["POST"])
 app.include_router(tasks)
+
+
+@app.post("/timings")
+def take_timings() -> dict[str, list[float]]:
+    return timing.take()
+
+
+timing = Timing(app)
 
 
 @app.get("/stats")

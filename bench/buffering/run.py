@@ -2,7 +2,7 @@
 
 One emulator process (its queue paused, so tasks are stored and never delivered) and one uvicorn process
 per mode, all started by this script; the client is httpx in this process. Latency requests go round-robin
-over every (mode, endpoint) pair so that background noise hits them all alike; throughput is measured one
+(in a shuffled order each round) over every (mode, endpoint) pair so that background noise hits them all alike; throughput is measured one
 pair at a time. See README.md.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import random
 import shutil
 import socket
 import statistics
@@ -138,9 +139,13 @@ def count_calls(servers: dict[str, str], requests: int = 20) -> dict[tuple[str, 
 
 def latency(servers: dict[str, str], requests: int, warmup: int) -> dict[tuple[str, int], list[float]]:
     samples: dict[tuple[str, int], list[float]] = {(mode, n): [] for mode in servers for n in DELAYS}
+    order = list(samples)
+    shuffle = random.Random(4).shuffle
     with httpx.Client(timeout=30) as client:
         for i in range(warmup + requests):
-            for (mode, n), times in samples.items():
+            shuffle(order)
+            for mode, n in order:
+                times = samples[(mode, n)]
                 url = f"{servers[mode]}/d{n}"
                 start = time.perf_counter()
                 response = client.post(url)

@@ -200,7 +200,7 @@ class CronSchedule:
             return [first]
         if first.astimezone(tz).replace(tzinfo=None) != wall:
             return [_transition(tz, second, first)] if self.fixed_time else []
-        return [first]
+        return [first] if self.fixed_time else [first, second]
 
     def next_after(self, after: dt.datetime, tz: dt.tzinfo) -> dt.datetime | None:
         """The first run strictly after the tz-aware instant `after`, as a UTC datetime (None: never)."""

@@ -29,6 +29,7 @@ import grpc
 from google.cloud import tasks_v2
 from google.longrunning import operations_pb2  # type: ignore[import-untyped, unused-ignore]
 from google.protobuf import any_pb2, duration_pb2, empty_pb2
+from google.protobuf.message import DecodeError
 from google.rpc import code_pb2, status_pb2  # type: ignore[import-untyped, unused-ignore]
 
 from fastapi_gcp_tasks.emulator._clock import Cancellable, call_at
@@ -992,9 +993,16 @@ def _page(items: list[Any], page_size: int, page_token: str, key: Callable[[Any]
 
 
 def _handler(method: Callable[[Any], Any], request_type: Any, response_type: Any) -> grpc.RpcMethodHandler:
+    """A unary handler that parses the request itself, so undecodable bytes get INVALID_ARGUMENT, not UNKNOWN."""
     request_pb = request_type.pb() if hasattr(request_type, "pb") else request_type
+    parse = request_pb.FromString
+    type_name = request_pb.DESCRIPTOR.name
 
-    async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+    async def handle(payload: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            request = parse(payload)
+        except DecodeError:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"the request is not a valid {type_name}")
         try:
             return method(request)
         except _RpcError as exc:
@@ -1004,8 +1012,4 @@ def _handler(method: Callable[[Any], Any], request_type: Any, response_type: Any
             await context.abort(grpc.StatusCode.INTERNAL, f"emulator internal error: {type(exc).__name__}: {exc}")
         raise AssertionError("unreachable: context.abort raises")
 
-    return grpc.unary_unary_rpc_method_handler(
-        handle,
-        request_deserializer=request_pb.FromString,
-        response_serializer=response_type.SerializeToString,
-    )
+    return grpc.unary_unary_rpc_method_handler(handle, response_serializer=response_type.SerializeToString)

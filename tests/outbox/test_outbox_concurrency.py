@@ -1,0 +1,148 @@
+"""Concurrent writers and relays on the servers that support them (PostgreSQL and MariaDB)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from outbox import OutboxSink, Relay
+from outbox._engine import relay_engine
+from outbox_support import RecordingCloudTasks, eventually, fast_settings, insert_tasks, prepared
+
+from conftest import OutboxDb
+
+OUTBOX_BACKENDS = ("postgres", "mariadb")
+
+
+async def test_reverse_commit_order_with_one_rollback_delivers_each_committed_row_once(db: OutboxDb) -> None:
+    cloud = RecordingCloudTasks()
+    relay = Relay(db.url, cloud, fast_settings(poll_interval=0.02))
+    sessions = [Session(db.engine) for _ in range(4)]
+    tasks = [prepared() for _ in range(4)]
+    try:
+        async with relay.running():
+            for session, task in zip(sessions, tasks, strict=True):
+                session.begin()
+                OutboxSink(session).submit(task)
+                session.flush()  # ids 1..4 are taken in this order; commits come in reverse
+            await asyncio.sleep(0.2)
+            assert cloud.created == []  # nothing committed yet
+            sessions[3].commit()
+            await eventually(lambda: cloud.created == [tasks[3].name])
+            sessions[2].commit()
+            await eventually(lambda: len(cloud.created) == 2)
+            sessions[1].rollback()
+            sessions[0].commit()
+            await eventually(lambda: len(cloud.created) == 3)
+            await asyncio.sleep(0.3)
+    finally:
+        for session in sessions:
+            session.close()
+        relay.engine.dispose()
+    assert cloud.created == [tasks[3].name, tasks[2].name, tasks[0].name]
+    assert cloud.already_existed == []
+    assert db.count() == 0
+
+
+def test_concurrent_claims_never_share_a_row(db: OutboxDb) -> None:
+    insert_tasks(db.engine, 600)
+    claimed: list[list[int]] = [[], [], []]
+    engines = [relay_engine(db.url) for _ in claimed]
+
+    def claimer(index: int) -> None:
+        from outbox import OutboxStore
+
+        store = OutboxStore(engines[index])
+        while True:
+            _, rows = store.claim(7, lease_seconds=60)
+            if not rows:
+                return
+            claimed[index].extend(r.id for r in rows)
+
+    threads = [threading.Thread(target=claimer, args=(i,)) for i in range(len(claimed))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for engine in engines:
+        engine.dispose()
+    everything = [row_id for ids in claimed for row_id in ids]
+    assert len(everything) == len(set(everything)) == 600
+    assert all(claimed), "each claimer got some rows"
+
+
+async def test_two_relays_at_once_send_each_row_once(db: OutboxDb) -> None:
+    tasks = insert_tasks(db.engine, 1000)
+    cloud = RecordingCloudTasks()
+    relays = [Relay(db.url, cloud, fast_settings(batch_size=25, concurrency=2)) for _ in range(2)]
+    try:
+        stats = await asyncio.gather(*(relay.run(until_idle=True) for relay in relays))
+    finally:
+        for relay in relays:
+            relay.engine.dispose()
+    assert sorted(cloud.created) == sorted(t.name for t in tasks)
+    assert cloud.already_existed == []
+    assert stats[0].delivered + stats[1].delivered == 1000
+    assert stats[0].delivered > 0 and stats[1].delivered > 0
+
+
+def _cut_connections(db: OutboxDb) -> int:
+    """Kill every other connection to the test database, as a restart or a network cut would."""
+    database = db.engine.url.database
+    with db.engine.connect() as conn:
+        if db.backend == "postgres":
+            return len(
+                conn.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = :db AND pid <> pg_backend_pid()"
+                    ),
+                    {"db": database},
+                ).all()
+            )
+        ids = conn.execute(
+            text("SELECT id FROM information_schema.processlist WHERE db = :db AND id <> connection_id()"),
+            {"db": database},
+        ).scalars().all()
+        for connection_id in ids:
+            conn.execute(text(f"KILL CONNECTION {int(connection_id)}"))
+        return len(ids)
+
+
+async def test_relay_recovers_when_its_connections_are_cut(db: OutboxDb) -> None:
+    cloud = RecordingCloudTasks()
+    relay = Relay(db.url, cloud, fast_settings(poll_interval=0.05))
+    tasks = []
+    try:
+        async with relay.running():
+            for _ in range(3):
+                tasks += insert_tasks(db.engine, 30)
+                await eventually(lambda: len(cloud.created) == len(tasks))
+                assert await asyncio.to_thread(_cut_connections, db) >= 1
+            tasks += insert_tasks(db.engine, 30)
+            await eventually(lambda: len(cloud.created) == len(tasks), timeout=15)
+    finally:
+        relay.engine.dispose()
+    assert sorted(cloud.created) == sorted(t.name for t in tasks)
+    assert db.count() == 0
+
+
+async def test_notify_wakes_an_idle_relay(db: OutboxDb) -> None:
+    if db.backend != "postgres":
+        return
+    for listen in (True, False):
+        cloud = RecordingCloudTasks()
+        relay = Relay(db.url, cloud, fast_settings(poll_interval=30, listen=listen))
+        try:
+            async with relay.running():
+                await asyncio.sleep(0.3)  # first, empty claim done; now waiting for a wake-up
+                insert_tasks(db.engine, 1)
+                await asyncio.sleep(1.0)
+                assert len(cloud.created) == (1 if listen else 0)
+                relay.stop()
+        finally:
+            relay.engine.dispose()
+        db.clean()
