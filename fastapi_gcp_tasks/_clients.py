@@ -91,15 +91,19 @@ class AsyncClientSource(Generic[C]):
 
 
 def _is_client(obj: Any) -> bool:
-    return isinstance(
-        obj,
-        (
-            tasks_v2.CloudTasksClient,
-            tasks_v2.CloudTasksAsyncClient,
-            scheduler_v1.CloudSchedulerClient,
-            scheduler_v1.CloudSchedulerAsyncClient,
-        ),
-    ) or hasattr(obj, "create_task") or hasattr(obj, "create_job")
+    return (
+        isinstance(
+            obj,
+            (
+                tasks_v2.CloudTasksClient,
+                tasks_v2.CloudTasksAsyncClient,
+                scheduler_v1.CloudSchedulerClient,
+                scheduler_v1.CloudSchedulerAsyncClient,
+            ),
+        )
+        or hasattr(obj, "create_task")
+        or hasattr(obj, "create_job")
+    )
 
 
 def _emulator_host() -> str | None:
@@ -159,8 +163,4 @@ def sync_scheduler_source(client: Any) -> SyncClientSource[scheduler_v1.CloudSch
 
 def async_scheduler_source(client: Any) -> AsyncClientSource[scheduler_v1.CloudSchedulerAsyncClient]:
     """The source for an async scheduled builder's `client=` argument."""
-    return (
-        _shared_async_scheduler
-        if client is None
-        else AsyncClientSource(client, _default_async_scheduler_client)
-    )
+    return _shared_async_scheduler if client is None else AsyncClientSource(client, _default_async_scheduler_client)

@@ -117,8 +117,7 @@ class JobConfig:
         unknown = set(options) - SCHEDULER_OPTION_NAMES
         if unknown:
             raise UnknownParamError(
-                f"unknown option(s): {', '.join(sorted(unknown))}; "
-                f"known: {', '.join(sorted(SCHEDULER_OPTION_NAMES))}",
+                f"unknown option(s): {', '.join(sorted(unknown))}; known: {', '.join(sorted(SCHEDULER_OPTION_NAMES))}",
                 param=sorted(unknown)[0],
             )
         values = {k: v for k, v in options.items() if k not in {"client", "base_url"} and v is not None}
@@ -127,9 +126,7 @@ class JobConfig:
             raise TaskArgumentError("callback_base_url (or the legacy base_url) is required", param="callback_base_url")
         values["callback_base_url"] = check_url(base, param="callback_base_url")
         location = values.get("location_path")
-        if not isinstance(location, str) or not scheduler_v1.CloudSchedulerClient.parse_common_location_path(
-            location
-        ):
+        if not isinstance(location, str) or not scheduler_v1.CloudSchedulerClient.parse_common_location_path(location):
             raise TaskArgumentError(
                 f"location_path must look like projects/P/locations/L, not {location!r}", param="location_path"
             )
@@ -222,10 +219,8 @@ class JobSync:
             mask = changed_fields(current, desired, force=self.config.force)
             if not mask:
                 return current
-            return client.update_job(
-                job=desired, update_mask=field_mask_pb2.FieldMask(paths=mask), timeout=timeout
-            )
-        except Exception as exc:  # noqa: BLE001 - translated and re-raised
+            return client.update_job(job=desired, update_mask=field_mask_pb2.FieldMask(paths=mask), timeout=timeout)
+        except Exception as exc:
             raise translate(exc, what=f"scheduling job {desired.name}") from exc
 
     async def schedule_async(self, values: Mapping[str, Any]) -> scheduler_v1.Job:
@@ -244,7 +239,7 @@ class JobSync:
             return await client.update_job(
                 job=desired, update_mask=field_mask_pb2.FieldMask(paths=mask), timeout=timeout
             )
-        except Exception as exc:  # noqa: BLE001 - translated and re-raised
+        except Exception as exc:
             raise translate(exc, what=f"scheduling job {desired.name}") from exc
 
     def delete(self) -> bool:
@@ -253,7 +248,7 @@ class JobSync:
             self._sync().delete_job(name=self.config.job_name, timeout=self.config.job_create_timeout)
         except core.NotFound:
             return False
-        except Exception as exc:  # noqa: BLE001 - translated and re-raised
+        except Exception as exc:
             raise translate(exc, what=f"deleting job {self.config.job_name}") from exc
         return True
 
@@ -263,7 +258,7 @@ class JobSync:
             await self._async().delete_job(name=self.config.job_name, timeout=self.config.job_create_timeout)
         except core.NotFound:
             return False
-        except Exception as exc:  # noqa: BLE001 - translated and re-raised
+        except Exception as exc:
             raise translate(exc, what=f"deleting job {self.config.job_name}") from exc
         return True
 
@@ -288,7 +283,7 @@ def changed_fields(current: scheduler_v1.Job, desired: scheduler_v1.Job, *, forc
 
 
 def _comparable(job: scheduler_v1.Job) -> scheduler_v1.Job:
-    copy = scheduler_v1.Job.deserialize(scheduler_v1.Job.serialize(job))
+    copy: scheduler_v1.Job = scheduler_v1.Job.deserialize(scheduler_v1.Job.serialize(job))
     for name in _OUTPUT_ONLY:
         copy._pb.ClearField(name)
     target = copy.http_target

@@ -323,9 +323,7 @@ def _single_method(route: APIRoute) -> str:
     if not methods:
         raise BadMethodError(f"{route.path}: a task route needs exactly one HTTP method; it has none")
     if len(methods) > 1:
-        raise BadMethodError(
-            f"{route.path}: a task route needs exactly one HTTP method; it has {', '.join(methods)}"
-        )
+        raise BadMethodError(f"{route.path}: a task route needs exactly one HTTP method; it has {', '.join(methods)}")
     if methods[0] not in _SUPPORTED_METHODS:
         raise BadMethodError(f"{route.path}: Cloud Tasks cannot send {methods[0]} requests")
     return methods[0]
@@ -395,9 +393,7 @@ def _collect_params(route: APIRoute) -> list[_Param]:
             lowered = key.lower()
             if kind is _Kind.HEADER and lowered.startswith(_DELIVERY_HEADER_PREFIXES):
                 continue  # filled in by Cloud Tasks / Cloud Scheduler on delivery, never by the caller
-            if kind is _Kind.HEADER and (
-                lowered in _RESERVED_HEADERS or lowered.startswith(_RESERVED_HEADER_PREFIXES)
-            ):
+            if kind is _Kind.HEADER and (lowered in _RESERVED_HEADERS or lowered.startswith(_RESERVED_HEADER_PREFIXES)):
                 raise RouteDefinitionError(
                     f"{where}: header parameter {field.name!r} ({key}) is set or overwritten by Cloud Tasks "
                     "and cannot carry a task argument"
@@ -441,4 +437,3 @@ def _validator_model(route: APIRoute, found: Sequence[_Param]) -> type[BaseModel
     config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
     model: type[BaseModel] = create_model(model_name, __config__=config, **definitions)
     return model
-

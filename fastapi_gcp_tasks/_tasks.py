@@ -197,7 +197,7 @@ class RouteSender:
         self._ensure_queue(client, request.parent)
         try:
             return client.create_task(request=request, timeout=timeout)
-        except Exception as exc:  # noqa: BLE001 - translated and re-raised
+        except Exception as exc:
             raise translate(exc, what="create_task", name=request.task.name) from exc
 
     async def send_async(self, request: tasks_v2.CreateTaskRequest, *, timeout: float) -> tasks_v2.Task:
@@ -208,7 +208,7 @@ class RouteSender:
         await self._ensure_queue_async(client, request.parent)
         try:
             return await client.create_task(request=request, timeout=timeout)
-        except Exception as exc:  # noqa: BLE001 - translated and re-raised
+        except Exception as exc:
             raise translate(exc, what="create_task", name=request.task.name) from exc
 
     async def send_batch_async(
@@ -240,7 +240,7 @@ class RouteSender:
                             ),
                             timeout=timeout,
                         )
-                        response = await operation.result(timeout=timeout)
+                        response = await operation.result(timeout=timeout)  # type: ignore[no-untyped-call]
                     except Exception as exc:  # noqa: BLE001 - fall back to one call per task
                         logger.debug("batch_create_tasks failed (%s); creating %d tasks one by one", exc, len(chunk))
                         singles.extend(chunk)
@@ -342,7 +342,7 @@ class Delayer:
             task.schedule_time.CopyFrom(_timestamp(eta))
         if self._deadline is not None:
             task.dispatch_deadline.CopyFrom(self._deadline)
-        request = tasks_v2.CreateTaskRequest.wrap(_RequestPB(parent=queue_path, task=task))
+        request: tasks_v2.CreateTaskRequest = tasks_v2.CreateTaskRequest.wrap(_RequestPB(parent=queue_path, task=task))
         if self._hook is not None:
             request = self._hook(request)
             _check_hooked(request)

@@ -21,9 +21,7 @@ def AsyncScheduledRouteBuilder(  # noqa: N802 - the 0.3 name is a function
     base_url: str | None = None,
     job_create_timeout: float = 10.0,
     pre_create_hook: ScheduledHook | None = None,
-    client: scheduler_v1.CloudSchedulerAsyncClient
-    | Callable[[], scheduler_v1.CloudSchedulerAsyncClient]
-    | None = None,
+    client: scheduler_v1.CloudSchedulerAsyncClient | Callable[[], scheduler_v1.CloudSchedulerAsyncClient] | None = None,
 ) -> type[APIRoute]:
     """Like `ScheduledRouteBuilder`, with awaitable `.schedule()` and `.delete()` (one client per loop)."""
     return scheduled_route_class(builder_options=_options(locals()), client=client, is_async=True)

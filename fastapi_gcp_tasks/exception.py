@@ -4,7 +4,7 @@
 FastAPIGCPTasksError
 ├── RouteDefinitionError      a route the builder cannot represent faithfully (raised at registration)
 │   └── BadMethodError        no HTTP method, several, or one Cloud Tasks cannot send
-├── TaskArgumentError         a `.delay()` / `.schedule()` / `.options()` call that cannot be sent (raised at the call site)
+├── TaskArgumentError         a `.delay()`, `.schedule()` or `.options()` call that cannot be sent (at the call site)
 │   ├── MissingParamError     a required endpoint parameter was not given
 │   ├── UnknownParamError     a keyword the endpoint does not declare (also a TypeError)
 │   ├── WrongTypeError        a value the endpoint's own validation rejects
@@ -82,7 +82,7 @@ class UnknownParamError(TaskArgumentError, TypeError):
 class WrongTypeError(TaskArgumentError):
     """A value that the endpoint's own validation would reject."""
 
-    def __init__(self, message: str | None = None, *, field: str, type: Any = None, **_: Any) -> None:  # noqa: A002
+    def __init__(self, message: str | None = None, *, field: str, type: Any = None, **_: Any) -> None:
         super().__init__(message or f"Expected {field} to be of type {type}", param=field)
 
 
@@ -106,7 +106,7 @@ class TaskAlreadyExistsError(FastAPIGCPTasksError, AlreadyExists):
     """
 
     def __init__(self, task_name: str) -> None:
-        AlreadyExists.__init__(self, f"task {task_name!r} already exists or existed recently")
+        AlreadyExists.__init__(self, f"task {task_name!r} already exists or existed recently")  # type: ignore[no-untyped-call]
         self.task_name = task_name
 
 

@@ -219,5 +219,3 @@ def as_scheduled_task(fn: Callable[P, R]) -> ScheduledTask[P, R]:
 def as_async_scheduled_task(fn: Callable[P, R]) -> AsyncScheduledTask[P, R]:
     """Type an endpoint as an `AsyncScheduledTask`. See `as_delayed_task`."""
     return cast("AsyncScheduledTask[P, R]", fn)
-
-

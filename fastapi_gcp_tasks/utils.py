@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import grpc
@@ -46,18 +47,14 @@ def _create_queue_request(path: str, **queue_fields: Any) -> tasks_v2.CreateQueu
 
 def ensure_queue(*, client: tasks_v2.CloudTasksClient, path: str, **queue_fields: Any) -> None:
     """Create the queue unless it exists; `queue_fields` (rate_limits, retry_config, ...) apply on creation."""
-    try:
+    with contextlib.suppress(AlreadyExists):
         client.create_queue(request=_create_queue_request(path, **queue_fields))
-    except AlreadyExists:
-        pass
 
 
 async def ensure_queue_async(*, client: tasks_v2.CloudTasksAsyncClient, path: str, **queue_fields: Any) -> None:
     """`ensure_queue` with the async client; a good fit for a FastAPI lifespan."""
-    try:
+    with contextlib.suppress(AlreadyExists):
         await client.create_queue(request=_create_queue_request(path, **queue_fields))
-    except AlreadyExists:
-        pass
 
 
 def emulator_client(*, host: str = DEFAULT_EMULATOR_HOST) -> tasks_v2.CloudTasksClient:

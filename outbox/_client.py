@@ -39,7 +39,7 @@ class BatchSender(Protocol):
         self,
         requests: Sequence[tasks_v2.CreateTaskRequest],
         *,
-        timeout: float,  # noqa: ASYNC109
+        timeout: float,
     ) -> list[tasks_v2.Task | FastAPIGCPTasksError]:
         """One entry per request, in order: the task, or the error that request got."""
         ...
@@ -123,7 +123,7 @@ class CloudTasksRelayClient:
         self,
         requests: Sequence[tasks_v2.CreateTaskRequest],
         *,
-        timeout: float,  # noqa: ASYNC109
+        timeout: float,
     ) -> list[tasks_v2.Task | FastAPIGCPTasksError]:
         """Create the tasks; per-request failures are returned, never raised."""
         client = self._get()
@@ -138,7 +138,7 @@ class CloudTasksRelayClient:
         self,
         client: tasks_v2.CloudTasksAsyncClient,
         request: tasks_v2.CreateTaskRequest,
-        timeout: float,  # noqa: ASYNC109
+        timeout: float,
     ) -> tasks_v2.Task | FastAPIGCPTasksError:
         assert self._semaphore is not None
         async with self._semaphore:
@@ -151,7 +151,7 @@ class CloudTasksRelayClient:
         self,
         client: tasks_v2.CloudTasksAsyncClient,
         requests: Sequence[tasks_v2.CreateTaskRequest],
-        timeout: float,  # noqa: ASYNC109
+        timeout: float,
     ) -> list[tasks_v2.Task | FastAPIGCPTasksError]:
         try:
             operation = await client.batch_create_tasks(
@@ -187,7 +187,7 @@ class NullRelayClient:
         self,
         requests: Sequence[tasks_v2.CreateTaskRequest],
         *,
-        timeout: float,  # noqa: ASYNC109
+        timeout: float,
     ) -> list[tasks_v2.Task | FastAPIGCPTasksError]:
         """Accept every request whose name is new."""
         self.calls += 1

@@ -76,7 +76,14 @@ class RelaySettings:
         for name in ("batch_size", "concurrency", "max_attempts"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)!r} must be at least 1")
-        for name in ("poll_interval", "lease_seconds", "send_timeout", "backoff_initial", "stats_interval", "outage_pause_max"):
+        for name in (
+            "poll_interval",
+            "lease_seconds",
+            "send_timeout",
+            "backoff_initial",
+            "stats_interval",
+            "outage_pause_max",
+        ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}={getattr(self, name)!r} must be positive")
         if self.send_timeout >= self.lease_seconds:

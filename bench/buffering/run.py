@@ -2,8 +2,8 @@
 
 One emulator process (its queue paused, so tasks are stored and never delivered) and one uvicorn process
 per mode, all started by this script; the client is httpx in this process. Latency requests go round-robin
-(in a shuffled order each round) over every (mode, endpoint) pair so that background noise hits them all alike; throughput is measured one
-pair at a time. See README.md.
+(in a shuffled order each round) over every (mode, endpoint) pair so that background noise hits
+them all alike; throughput is measured one pair at a time. See README.md.
 """
 
 from __future__ import annotations
@@ -111,8 +111,8 @@ def server_command(mode: str, port: int, peer_python: Path | None) -> tuple[list
     if mode.startswith("peer"):
         assert peer_python is not None
         # run from bench/buffering so that `fastapi_gcp_tasks` resolves to the peer's installed package
-        return [str(peer_python), *common, "peer_app:app"], HERE
-    return [sys.executable, *common, "--app-dir", str(HERE), "app:app"], ROOT
+        return [str(peer_python), *common, "peer_app:timing"], HERE
+    return [sys.executable, *common, "--app-dir", str(HERE), "app:timing"], ROOT
 
 
 def count_calls(servers: dict[str, str], requests: int = 20) -> dict[tuple[str, int], str]:
@@ -137,12 +137,19 @@ def count_calls(servers: dict[str, str], requests: int = 20) -> dict[tuple[str, 
     return counted
 
 
-def latency(servers: dict[str, str], requests: int, warmup: int) -> dict[tuple[str, int], list[float]]:
-    samples: dict[tuple[str, int], list[float]] = {(mode, n): [] for mode in servers for n in DELAYS}
+Samples = dict[tuple[str, int], list[float]]
+
+
+def latency(servers: dict[str, str], requests: int, warmup: int) -> tuple[Samples, Samples]:
+    """Client-side and server-side (until the response is sent) milliseconds per (mode, delays)."""
+    samples: Samples = {(mode, n): [] for mode in servers for n in DELAYS}
     order = list(samples)
     shuffle = random.Random(4).shuffle
     with httpx.Client(timeout=30) as client:
         for i in range(warmup + requests):
+            if i == warmup:
+                for url in servers.values():
+                    client.post(f"{url}/timings").raise_for_status()
             shuffle(order)
             for mode, n in order:
                 times = samples[(mode, n)]
@@ -153,7 +160,12 @@ def latency(servers: dict[str, str], requests: int, warmup: int) -> dict[tuple[s
                 response.raise_for_status()
                 if i >= warmup:
                     times.append(elapsed * 1000)
-    return samples
+        server: Samples = {}
+        for mode, url in servers.items():
+            taken = client.post(f"{url}/timings").json()
+            for n in DELAYS:
+                server[(mode, n)] = [seconds * 1000 for seconds in taken.get(f"/d{n}", [])]
+    return samples, server
 
 
 async def throughput(url: str, seconds: float, concurrency: int) -> float:
@@ -202,20 +214,24 @@ def main() -> int:
 
         calls = count_calls(servers)
         print(f"latency: {args.requests} sequential requests per row (after {args.warmup} warm-up), round-robin")
-        samples = latency(servers, args.requests, args.warmup)
+        samples, server_side = latency(servers, args.requests, args.warmup)
         rates: dict[tuple[str, int], float] = {}
         for mode, url in servers.items():
             for n in DELAYS:
                 rates[(mode, n)] = asyncio.run(throughput(f"{url}/d{n}", args.seconds, args.concurrency))
 
         print()
-        print(f"| mode | delays | p50 ms | p99 ms | max req/s (c={args.concurrency}) | create calls / request |")
-        print("| --- | ---: | ---: | ---: | ---: | ---: |")
+        print(
+            f"| mode | delays | p50 ms | p99 ms | server p50 ms | server p99 ms | max req/s (c={args.concurrency}) "
+            "| create calls / request |"
+        )
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for mode in modes:
             for n in DELAYS:
-                times = samples[(mode, n)]
+                times, inside = samples[(mode, n)], server_side[(mode, n)]
                 print(
                     f"| {mode} | {n} | {statistics.median(times):.2f} | {percentile(times, 0.99):.2f} "
+                    f"| {statistics.median(inside):.3f} | {percentile(inside, 0.99):.3f} "
                     f"| {rates[(mode, n)]:.0f} | {calls[(mode, n)]} |"
                 )
         if "buffered_after" in modes:
@@ -224,6 +240,13 @@ def main() -> int:
             print()
             change = 100 * (one / base - 1)
             print(f"buffered_after: p50 with 1 delay {one:.3f} ms vs 0 delays {base:.3f} ms: {change:+.1f}%")
+            inside_base = statistics.median(server_side[("buffered_after", 0)])
+            inside_one = statistics.median(server_side[("buffered_after", 1)])
+            print(
+                f"buffered_after, server side until the response is sent: 1 delay adds "
+                f"{1000 * (inside_one - inside_base):.0f} us = {100 * (inside_one - inside_base) / base:+.1f}% "
+                "of the client-side p50 of the 0-delay endpoint"
+            )
             if "immediate_async" in modes:
                 plain = statistics.median(samples[("immediate_async", 0)])
                 change = 100 * (one / plain - 1)

@@ -43,7 +43,8 @@ def main() -> int:
         job = tick.scheduler(name="tick", schedule="* * * * *").schedule()
         logging.info("scheduled %s (%s)", job.name, job.schedule)
         with httpx.Client(base_url=base_url) as client:
-            for params in ({"name": "Ada"}, {"name": "Grace", "lang": "fr", "countdown": 2}):
+            demo: list[dict[str, str | int]] = [{"name": "Ada"}, {"name": "Grace", "lang": "fr", "countdown": 2}]
+            for params in demo:
                 response = client.post("/trigger", params=params)
                 response.raise_for_status()
                 logging.info("POST /trigger %s -> %s", params, response.json()["task"].rsplit("/", 1)[1])

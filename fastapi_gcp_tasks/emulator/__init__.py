@@ -260,7 +260,7 @@ class Emulator:
             raise RuntimeError("this Emulator runs on your event loop: use `await emu.wait_until_idle_async()`")
         asyncio.run_coroutine_threadsafe(self._server.wait_until_idle(timeout), self._loop).result()
 
-    async def wait_until_idle_async(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109 - twin of the sync API
+    async def wait_until_idle_async(self, timeout: float = 10.0) -> None:
         """Wait until nothing is in flight or due now; raises TimeoutError after `timeout` seconds."""
         self._check_started()
         if self._thread is None:

@@ -156,7 +156,7 @@ class EmulatorServer:
         """No attempt in flight and nothing due now, in either service."""
         return all(service.is_idle() for service in self.services)
 
-    async def wait_until_idle(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109 - mirrors the sync API
+    async def wait_until_idle(self, timeout: float = 10.0) -> None:
         """Return once `is_idle()` holds twice in a row, a few milliseconds apart; TimeoutError otherwise."""
         deadline = time.monotonic() + timeout
         calm = 0

@@ -171,9 +171,7 @@ def test_schedule_creates_updates_in_place_and_skips_no_op_writes(
     assert handle.delete() is False
 
 
-def test_a_scheduled_job_fires_on_its_cron(
-    world: tuple[Emulator, Recorder, Any, Any, Any], clock: ManualClock
-) -> None:
+def test_a_scheduled_job_fires_on_its_cron(world: tuple[Emulator, Recorder, Any, Any, Any], clock: ManualClock) -> None:
     emulator, record, _, _, report = world
     report.scheduler(name="every-minute", schedule="* * * * *").schedule(region="apac")
     clock.advance(61)

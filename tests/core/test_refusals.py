@@ -57,7 +57,9 @@ def headers(x_list: Annotated[list[str] | None, Header()] = None, x_value: Annot
 
 @router.get("/q")
 def query(
-    tag: str | None = "x", items: Annotated[list[int], Query()] = [1], raw: str = "ok"  # noqa: B006
+    tag: str | None = "x",
+    items: Annotated[list[int], Query()] = [1],  # noqa: B006
+    raw: str = "ok",
 ) -> None: ...
 
 

@@ -84,7 +84,9 @@ def query_params(
     moment: dt.datetime | None = None,
     color: Color = Color.RED,
 ) -> None:
-    record(words=words, numbers=numbers, maybe=maybe, aliased=aliased, flag=flag, ratio=ratio, moment=moment, color=color)
+    record(
+        words=words, numbers=numbers, maybe=maybe, aliased=aliased, flag=flag, ratio=ratio, moment=moment, color=color
+    )
 
 
 @router.get("/headers")

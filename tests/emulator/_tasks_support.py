@@ -76,7 +76,7 @@ def http_task(
     *,
     name: str = "",
     body: bytes = b"",
-    method: tasks_v2.HttpMethod = tasks_v2.HttpMethod.POST,
+    method: int = tasks_v2.HttpMethod.POST,
     headers: dict[str, str] | None = None,
     schedule_time: dt.datetime | None = None,
     deadline: float | None = None,

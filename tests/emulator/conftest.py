@@ -9,6 +9,7 @@ import pytest
 from google.cloud import tasks_v2
 
 from fastapi_gcp_tasks.emulator import Emulator, ManualClock
+
 from ._tasks_support import QUEUE, ScriptedWorker
 
 

@@ -18,10 +18,22 @@ from ._tasks_support import LOCATION, QUEUE, ScriptedWorker
 
 METHODS = [
     "/google.cloud.tasks.v2.CloudTasks/" + name
-    for name in (
-        "ListQueues GetQueue CreateQueue UpdateQueue DeleteQueue PurgeQueue PauseQueue ResumeQueue "
-        "ListTasks GetTask CreateTask BatchCreateTasks DeleteTask RunTask"
-    ).split()
+    for name in [
+        "ListQueues",
+        "GetQueue",
+        "CreateQueue",
+        "UpdateQueue",
+        "DeleteQueue",
+        "PurgeQueue",
+        "PauseQueue",
+        "ResumeQueue",
+        "ListTasks",
+        "GetTask",
+        "CreateTask",
+        "BatchCreateTasks",
+        "DeleteTask",
+        "RunTask",
+    ]
 ] + ["/google.longrunning.Operations/GetOperation"]
 
 ALLOWED = {
@@ -53,10 +65,12 @@ def test_random_bytes_get_a_status_and_the_server_lives_on(
     emu: Emulator, channel: grpc.Channel, method: str, payload: bytes
 ) -> None:
     call = channel.unary_unary(method, request_serializer=None, response_deserializer=None)
+    code = None
     try:
         call(payload, timeout=5)
     except grpc.RpcError as exc:
-        assert exc.code() in ALLOWED, exc
+        code = exc.code()
+    assert code is None or code in ALLOWED
     assert emu.tasks_client().get_queue(name=QUEUE).name == QUEUE
 
 
@@ -103,9 +117,11 @@ def test_random_tasks_are_created_or_refused_with_a_client_error(
     try:
         created = client.create_task(parent=parent, task=task)
     except exceptions.GoogleAPICallError as exc:
-        assert exc.grpc_status_code in ALLOWED, exc
+        code = exc.grpc_status_code
     else:
+        code = None
         assert created.name.startswith(QUEUE + "/tasks/")
+    assert code is None or code in ALLOWED
     assert client.get_queue(name=QUEUE).name == QUEUE
 
 
@@ -138,8 +154,10 @@ def test_random_queues_are_created_or_refused_with_a_client_error(emu: Emulator,
         lambda: client.create_queue(parent=LOCATION, queue=queue),
         lambda: client.update_queue(queue=queue),
     ):
+        code = None
         try:
-            call()
+            call()  # type: ignore[no-untyped-call, unused-ignore]
         except exceptions.GoogleAPICallError as exc:
-            assert exc.grpc_status_code in ALLOWED, exc
+            code = exc.grpc_status_code
+        assert code is None or code in ALLOWED
     assert client.get_queue(name=QUEUE).name == QUEUE

@@ -13,8 +13,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from google.cloud import tasks_v2
 
-from .conftest import Env
 from ._tasks_support import QUEUE, URL, http_task
+from .conftest import Env
 
 SERVICE_ACCOUNT = "invoker@test-project.iam.gserviceaccount.com"
 

@@ -7,8 +7,8 @@ from google.api_core import exceptions
 from google.cloud import tasks_v2
 from google.protobuf import duration_pb2, field_mask_pb2
 
-from .conftest import Env
 from ._tasks_support import LOCATION, QUEUE, http_task
+from .conftest import Env
 
 
 def test_create_fills_the_service_defaults(env: Env) -> None:

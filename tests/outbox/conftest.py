@@ -10,15 +10,15 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from sqlalchemy import URL, Engine, create_engine, delete, make_url, text
+from sqlalchemy import URL, Engine, create_engine, make_url, text
 from sqlalchemy.exc import OperationalError
 
-from outbox import OutboxStore, dead_letter_table, migrate, outbox_table
+from outbox import OutboxStore, migrate
 from outbox._engine import relay_engine
+from tests.outbox.support import OutboxDb
 
 POSTGRES_URL = os.environ.get(
     "FASTAPI_GCP_TASKS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -31,9 +31,7 @@ _MARKS = {"postgres": [pytest.mark.postgres], "mariadb": [pytest.mark.mariadb], 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "backend" in metafunc.fixturenames:
         backends = getattr(metafunc.module, "OUTBOX_BACKENDS", ALL_BACKENDS)
-        metafunc.parametrize(
-            "backend", [pytest.param(b, marks=_MARKS[b], id=b) for b in backends], scope="module"
-        )
+        metafunc.parametrize("backend", [pytest.param(b, marks=_MARKS[b], id=b) for b in backends], scope="module")
 
 
 def unavailable(message: str) -> None:
@@ -41,25 +39,6 @@ def unavailable(message: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)
-
-
-@dataclass
-class OutboxDb:
-    """A migrated database of its own, with an engine and the relay's store on it."""
-
-    backend: str
-    url: str
-    engine: Engine
-    store: OutboxStore
-
-    def clean(self) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(delete(outbox_table))
-            conn.execute(delete(dead_letter_table))
-
-    def count(self) -> int:
-        with self.engine.connect() as conn:
-            return int(conn.execute(text(f"SELECT count(*) FROM {outbox_table.name}")).scalar_one())
 
 
 def _server_database(base: str, name: str) -> tuple[URL, Engine]:
@@ -89,7 +68,9 @@ def _drop(admin: Engine, backend: str, name: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def outbox_db(backend: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OutboxDb]:
+def outbox_db(
+    backend: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OutboxDb]:
     module = re.sub(r"\W", "_", request.module.__name__.rsplit(".", 1)[-1])
     name = f"fgt_{module}"[:60]
     admin: Engine | None = None

@@ -8,8 +8,7 @@ from sqlalchemy import create_engine, inspect, text
 
 from outbox import metadata, migrate
 from outbox._migrate import VERSION_TABLE, current_revision, head_revision
-
-from conftest import OutboxDb
+from tests.outbox.support import OutboxDb
 
 
 def test_migrations_match_the_tables(db: OutboxDb) -> None:
@@ -44,9 +43,11 @@ def test_postgres_queue_table_settings(db: OutboxDb) -> None:
         options = conn.execute(
             text("SELECT reloptions FROM pg_class WHERE relname = 'fastapi_gcp_tasks_outbox'")
         ).scalar_one()
-        triggers = conn.execute(
-            text("SELECT tgname FROM pg_trigger WHERE tgrelid = 'fastapi_gcp_tasks_outbox'::regclass")
-        ).scalars().all()
+        triggers = (
+            conn.execute(text("SELECT tgname FROM pg_trigger WHERE tgrelid = 'fastapi_gcp_tasks_outbox'::regclass"))
+            .scalars()
+            .all()
+        )
     assert "autovacuum_vacuum_scale_factor=0.01" in options
     assert "fillfactor=80" in options
     assert triggers == ["fastapi_gcp_tasks_outbox_notify"]

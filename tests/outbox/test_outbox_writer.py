@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -16,9 +16,7 @@ from fastapi_gcp_tasks._dispatch import current_sink
 from fastapi_gcp_tasks._naming import hashed_task_id, task_name
 from fastapi_gcp_tasks.exception import TaskArgumentError
 from outbox import OutboxSink, outbox_session, outbox_sink, outbox_table, use_outbox
-from outbox_support import QUEUE, prepared
-
-from conftest import OutboxDb
+from tests.outbox.support import QUEUE, OutboxDb, prepared
 
 _ASYNC_DRIVERS = {"postgres": "postgresql+asyncpg", "mariadb": "mysql+asyncmy", "sqlite": "sqlite+aiosqlite"}
 
@@ -31,8 +29,7 @@ def rows(engine: Engine) -> list[tuple[str, str, bytes]]:
 @pytest.fixture
 def async_engine(db: OutboxDb) -> Iterator[AsyncEngine]:
     url = db.engine.url.set(drivername=_ASYNC_DRIVERS[db.backend])
-    engine = create_async_engine(url)
-    yield engine
+    return create_async_engine(url)
 
 
 def test_rollback_leaves_no_row_commit_leaves_exactly_the_request(db: OutboxDb) -> None:

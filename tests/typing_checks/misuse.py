@@ -16,5 +16,5 @@ def misuse() -> None:
 
 
 async def misuse_async() -> None:
-    async_task.delay(payload=Payload(n=1)).name  # error: attr-defined
+    print(async_task.delay(payload=Payload(n=1)).name)  # error: attr-defined
     await async_task.delay(payload="x")  # error: arg-type

@@ -23,7 +23,9 @@ QUEUE = queue_path(project="p", location="l", queue="q")
 router = APIRouter(route_class=DelayedRouteBuilder(queue_path=QUEUE, callback_base_url="http://w"))
 async_router = APIRouter(route_class=AsyncDelayedRouteBuilder(queue_path=QUEUE, callback_base_url="http://w"))
 cron = APIRouter(
-    route_class=ScheduledRouteBuilder(location_path=location_path(project="p", location="l"), callback_base_url="http://w")
+    route_class=ScheduledRouteBuilder(
+        location_path=location_path(project="p", location="l"), callback_base_url="http://w"
+    )
 )
 
 

@@ -5,16 +5,37 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from google.cloud import tasks_v2
-from sqlalchemy import Engine
+from sqlalchemy import Engine, delete, text
 from sqlalchemy.orm import Session
 
 from fastapi_gcp_tasks._dispatch import PreparedTask
 from fastapi_gcp_tasks._naming import new_task_id, task_name
 from fastapi_gcp_tasks.exception import FastAPIGCPTasksError, SendError, TaskAlreadyExistsError
-from outbox import OutboxSink, RelaySettings
+from outbox import OutboxSink, OutboxStore, RelaySettings, dead_letter_table, outbox_table
+
+
+@dataclass
+class OutboxDb:
+    """A migrated database of its own, with an engine and the relay's store on it."""
+
+    backend: str
+    url: str
+    engine: Engine
+    store: OutboxStore
+
+    def clean(self) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(delete(outbox_table))
+            conn.execute(delete(dead_letter_table))
+
+    def count(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(text(f"SELECT count(*) FROM {outbox_table.name}")).scalar_one())
+
 
 QUEUE = "projects/test-project/locations/us-central1/queues/outbox-test"
 

@@ -1,0 +1,88 @@
+"""The public surface: every name of fastapi-gcp-tasks 0.3 still importable where it was, and `__all__` honest."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+import fastapi_gcp_tasks
+
+COMPAT = {
+    "fastapi_gcp_tasks.delayed_route": ["DelayedRouteBuilder"],
+    "fastapi_gcp_tasks.scheduled_route": ["ScheduledRouteBuilder"],
+    "fastapi_gcp_tasks.async_delayed_route": ["AsyncDelayedRouteBuilder"],
+    "fastapi_gcp_tasks.async_scheduled_route": ["AsyncScheduledRouteBuilder"],
+    "fastapi_gcp_tasks.decorators": ["task_default_options"],
+    "fastapi_gcp_tasks.dependencies": ["CloudTasksHeaders", "max_retries"],
+    "fastapi_gcp_tasks.hooks": [
+        "noop_hook",
+        "chained_hook",
+        "oidc_delayed_hook",
+        "oidc_scheduled_hook",
+        "oauth_delayed_hook",
+        "oauth_scheduled_hook",
+        "deadline_delayed_hook",
+        "deadline_scheduled_hook",
+        "DelayedTaskHook",
+        "ScheduledHook",
+    ],
+    "fastapi_gcp_tasks.utils": [
+        "queue_path",
+        "location_path",
+        "ensure_queue",
+        "ensure_queue_async",
+        "emulator_client",
+        "async_emulator_client",
+    ],
+    "fastapi_gcp_tasks.exception": ["MissingParamError", "WrongTypeError", "BadMethodError"],
+    "fastapi_gcp_tasks.protocols": [
+        "DelayedTask",
+        "AsyncDelayedTask",
+        "ScheduledTask",
+        "AsyncScheduledTask",
+        "DelayOptions",
+        "AsyncDelayOptions",
+        "SchedulerOptions",
+        "AsyncSchedulerOptions",
+        "TaskDefaultOptions",
+        "as_delayed_task",
+        "as_async_delayed_task",
+        "as_scheduled_task",
+        "as_async_scheduled_task",
+    ],
+}
+
+
+@pytest.mark.parametrize(("module", "names"), COMPAT.items())
+def test_compatibility_names_are_importable_from_their_module_and_the_root(module: str, names: list[str]) -> None:
+    loaded = importlib.import_module(module)
+    for name in names:
+        assert getattr(loaded, name) is getattr(fastapi_gcp_tasks, name), name
+
+
+def test_root_all_is_sorted_and_complete() -> None:
+    exported = fastapi_gcp_tasks.__all__
+    assert exported == sorted(exported)
+    for name in exported:
+        assert hasattr(fastapi_gcp_tasks, name), name
+    public = {
+        name
+        for name, value in vars(fastapi_gcp_tasks).items()
+        if not name.startswith("_") and not isinstance(value, type(importlib))
+    }
+    assert public - set(exported) == set(), "public names missing from __all__"
+
+
+def test_the_core_imports_without_the_outbox_extra() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['sqlalchemy'] = None; sys.modules['alembic'] = None\n"
+        "import fastapi_gcp_tasks, fastapi_gcp_tasks.cli\n"
+        "assert 'outbox' not in sys.modules\n"
+        "print('ok')"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert result.stdout.strip() == "ok", result.stderr
