@@ -25,8 +25,11 @@ __all__ = [
 DEFAULT_EMULATOR_HOST = "localhost:8123"
 
 
-def location_path(*, project: str, location: str) -> str:
-    """`projects/{project}/locations/{location}`, the parent of Cloud Scheduler jobs and of queues."""
+def location_path(*, project: str, location: str, **_ignored: str) -> str:
+    """`projects/{project}/locations/{location}`, the parent of Cloud Scheduler jobs and of queues.
+
+    Other keywords are ignored, as fastapi-cloud-tasks did, so `location_path(**parse_queue_path(path))` works.
+    """
     return f"projects/{project}/locations/{location}"
 
 

@@ -86,3 +86,22 @@ def test_the_core_imports_without_the_outbox_extra() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert result.stdout.strip() == "ok", result.stderr
+
+
+def test_fastapi_cloud_tasks_users_keep_their_imports() -> None:
+    from fastapi_cloud_tasks import DelayedRouteBuilder, ScheduledRouteBuilder
+    from fastapi_cloud_tasks.dependencies import CloudTasksHeaders, max_retries
+    from fastapi_cloud_tasks.hooks import chained_hook, oidc_delayed_hook
+    from fastapi_cloud_tasks.utils import emulator_client, location_path, queue_path
+
+    assert DelayedRouteBuilder is fastapi_gcp_tasks.DelayedRouteBuilder
+    assert ScheduledRouteBuilder is fastapi_gcp_tasks.ScheduledRouteBuilder
+    assert CloudTasksHeaders is fastapi_gcp_tasks.CloudTasksHeaders
+    assert max_retries is fastapi_gcp_tasks.max_retries
+    assert chained_hook is fastapi_gcp_tasks.chained_hook
+    assert oidc_delayed_hook is fastapi_gcp_tasks.oidc_delayed_hook
+    assert emulator_client is fastapi_gcp_tasks.emulator_client
+    path = queue_path(project="p", location="l", queue="q")
+    parts = {"project": "p", "location": "l", "queue": "q"}
+    assert location_path(**parts) == "projects/p/locations/l"
+    assert path == "projects/p/locations/l/queues/q"

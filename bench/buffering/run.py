@@ -140,8 +140,13 @@ def count_calls(servers: dict[str, str], requests: int = 20) -> dict[tuple[str, 
 Samples = dict[tuple[str, int], list[float]]
 
 
-def latency(servers: dict[str, str], requests: int, warmup: int) -> tuple[Samples, Samples]:
-    """Client-side and server-side (until the response is sent) milliseconds per (mode, delays)."""
+def latency(servers: dict[str, str], requests: int, warmup: int, pause: float) -> tuple[Samples, Samples]:
+    """Client-side and server-side (until the response is sent) milliseconds per (mode, delays).
+
+    `pause` seconds pass between requests, so that each one meets servers that have finished the
+    previous request's work, as requests arriving apart do; without it the next request also waits for
+    the CPU that the previous one's after-response sending uses on this machine.
+    """
     samples: Samples = {(mode, n): [] for mode in servers for n in DELAYS}
     order = list(samples)
     shuffle = random.Random(4).shuffle
@@ -160,6 +165,8 @@ def latency(servers: dict[str, str], requests: int, warmup: int) -> tuple[Sample
                 response.raise_for_status()
                 if i >= warmup:
                     times.append(elapsed * 1000)
+                if pause:
+                    time.sleep(pause)
         server: Samples = {}
         for mode, url in servers.items():
             taken = client.post(f"{url}/timings").json()
@@ -194,6 +201,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=300, help="latency samples per mode and endpoint")
     parser.add_argument("--warmup", type=int, default=50)
+    parser.add_argument("--pause", type=float, default=0.0, help="milliseconds between latency requests")
     parser.add_argument("--seconds", type=float, default=3.0, help="throughput run per mode and endpoint")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--modes", default=",".join(MODES))
@@ -213,8 +221,11 @@ def main() -> int:
             wait_http(f"{servers[mode]}/stats", proc)
 
         calls = count_calls(servers)
-        print(f"latency: {args.requests} sequential requests per row (after {args.warmup} warm-up), round-robin")
-        samples, server_side = latency(servers, args.requests, args.warmup)
+        print(
+            f"latency: {args.requests} sequential requests per row (after {args.warmup} warm-up), round-robin, "
+            f"{args.pause:g} ms apart"
+        )
+        samples, server_side = latency(servers, args.requests, args.warmup, args.pause / 1000)
         rates: dict[tuple[str, int], float] = {}
         for mode, url in servers.items():
             for n in DELAYS:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -23,11 +24,12 @@ _ASYNC_DRIVERS = {"postgres": "postgresql+asyncpg", "mariadb": "mysql+asyncmy", 
 
 def rows(engine: Engine) -> list[tuple[str, str, bytes]]:
     with engine.connect() as conn:
-        return [tuple(r) for r in conn.execute(select(outbox_table.c["queue_path", "task_name", "request"]))]  # type: ignore[misc]
+        c = outbox_table.c
+        return [(r[0], r[1], r[2]) for r in conn.execute(select(c.queue_path, c.task_name, c.request))]
 
 
 @pytest.fixture
-def async_engine(db: OutboxDb) -> Iterator[AsyncEngine]:
+def async_engine(db: OutboxDb) -> AsyncEngine:
     url = db.engine.url.set(drivername=_ASYNC_DRIVERS[db.backend])
     return create_async_engine(url)
 
@@ -109,7 +111,7 @@ def test_not_a_session() -> None:
     assert info.value.param == "session"
 
 
-def _app(dependency: object) -> FastAPI:
+def _app(dependency: Callable[..., Any]) -> FastAPI:
     app = FastAPI()
 
     @app.post("/sync")

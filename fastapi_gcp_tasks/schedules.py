@@ -1,0 +1,404 @@
+"""Declarative schedules: every cron job of an app declared in one registry, reconciled with Cloud Scheduler.
+
+```python
+schedules = Schedules(prefix="billing-", location_path=location_path(project="p", location="europe-west1"))
+
+@schedules.job(name="invoices", schedule="0 6 * * *", time_zone="Europe/Paris", args={"region": "eu"})
+@router.post("/jobs/invoices")
+def invoices(region: str) -> None: ...
+```
+
+Declaring writes nothing; it builds and validates the Job right away, so a bad cron, time zone, name or
+argument fails where it is declared. `plan()` compares the declarations with the jobs Cloud Scheduler
+holds in the location; `sync()` creates the missing ones, updates the changed ones in place with
+`UpdateJob` and a field mask, and deletes the jobs that carry this registry's prefix but are no longer
+declared. Jobs without the prefix are never read for changes, updated or deleted. A sync never pauses
+or resumes a job: that is left to `pause()` / `resume()`, so an operator's pause survives deploys.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, TypeVar
+
+from google.api_core import exceptions as core
+from google.cloud import scheduler_v1
+from google.protobuf import field_mask_pb2
+
+from fastapi_gcp_tasks import _naming
+from fastapi_gcp_tasks._clients import AsyncClientSource, async_scheduler_source, sync_scheduler_source
+from fastapi_gcp_tasks._clients import SyncClientSource as _SyncSource
+from fastapi_gcp_tasks._errors import translate
+from fastapi_gcp_tasks._jobs import validate_time_zone
+from fastapi_gcp_tasks._routes import ScheduleHandle
+from fastapi_gcp_tasks._schedules_plan import Action, FieldChange, JobChange, Plan, compute_plan
+from fastapi_gcp_tasks.exception import TaskArgumentError, TaskLimitError
+
+__all__ = ["Action", "FieldChange", "JobChange", "Plan", "ScheduleEntry", "Schedules"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_PAGE_SIZE = 500
+_MAX_ID = 500
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ScheduleEntry:
+    """One declared job: the endpoint it calls, with which arguments, and the Job that results."""
+
+    name: str
+    """The name given to `add()`, without the registry's prefix."""
+    job_id: str
+    """`prefix + name`, the job id in Cloud Scheduler."""
+    endpoint: Callable[..., Any]
+    args: Mapping[str, Any]
+    handle: ScheduleHandle
+    job: scheduler_v1.Job
+    """The Job as the endpoint's request builder made it when declared."""
+
+
+class Schedules:
+    """A registry of the cron jobs of one app, in one Cloud Scheduler location, owning one job id prefix.
+
+    The prefix is how a sync knows which jobs are its own: every job id in the location that starts with
+    it and is not declared gets deleted. Give each app (and each environment sharing a project and
+    location) a prefix that no other app's prefix starts with.
+    """
+
+    def __init__(
+        self,
+        *,
+        prefix: str,
+        location_path: str,
+        time_zone: str | None = None,
+        client: scheduler_v1.CloudSchedulerClient | Callable[[], scheduler_v1.CloudSchedulerClient] | None = None,
+        async_client: scheduler_v1.CloudSchedulerAsyncClient
+        | Callable[[], scheduler_v1.CloudSchedulerAsyncClient]
+        | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        """Create an empty registry; nothing is contacted until `plan()`, `sync()` or another call.
+
+        Args:
+            prefix: start of every job id this registry owns (`[A-Za-z0-9_-]`, not empty).
+            location_path: `projects/P/locations/L`, where the jobs live; every declared job goes there.
+            time_zone: default tz-database time zone of declared jobs (UTC when not given).
+            client: the Cloud Scheduler client used by the sync methods, or a factory of one; by default the
+                process's shared client (the emulator's when `FASTAPI_GCP_TASKS_EMULATOR_HOST` is set).
+            async_client: the same for the `*_async` methods (one per event loop by default).
+            timeout: seconds allowed for each call to Cloud Scheduler.
+        """
+        if not isinstance(prefix, str) or not prefix:
+            raise TaskArgumentError(
+                "prefix must be a non-empty string: it decides which jobs a sync may delete", param="prefix"
+            )
+        _naming.check_id(prefix, param="prefix", what="job id prefix")
+        if not isinstance(location_path, str) or not scheduler_v1.CloudSchedulerClient.parse_common_location_path(
+            location_path
+        ):
+            raise TaskArgumentError(
+                f"location_path must look like projects/P/locations/L, not {location_path!r}", param="location_path"
+            )
+        if time_zone is not None:
+            validate_time_zone(time_zone)
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+            raise TaskArgumentError(f"timeout must be a positive number of seconds, not {timeout!r}", param="timeout")
+        self.prefix = prefix
+        self.location_path = location_path
+        self.time_zone = time_zone
+        self.timeout = float(timeout)
+        self._client: _SyncSource[scheduler_v1.CloudSchedulerClient] = sync_scheduler_source(client)
+        self._async_client: AsyncClientSource[scheduler_v1.CloudSchedulerAsyncClient] = async_scheduler_source(
+            async_client
+        )
+        self._entries: dict[str, ScheduleEntry] = {}
+
+    # declaring -------------------------------------------------------------------------------------------------
+
+    def add(
+        self,
+        endpoint: Callable[..., Any],
+        *,
+        name: str,
+        schedule: str,
+        args: Mapping[str, Any] | None = None,
+        time_zone: str | None = None,
+        retry_config: scheduler_v1.RetryConfig | None = None,
+        attempt_deadline: float | dt.timedelta | None = None,
+        description: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> ScheduleEntry:
+        """Declare that Cloud Scheduler calls `endpoint` with `args` on the cron `schedule`.
+
+        `endpoint` is a function registered on a `ScheduledRouteBuilder` or `AsyncScheduledRouteBuilder`
+        route; the job is built by its `.scheduler(...)` handle, with the builder's URL and pre-create hook.
+        Everything is checked now: the name, cron, time zone, retry and deadline settings, and `args`
+        against the endpoint's parameters. Raises `TaskArgumentError` (or a subclass) naming the parameter.
+        """
+        scheduler = getattr(endpoint, "scheduler", None)
+        if not callable(scheduler):
+            raise TaskArgumentError(
+                f"endpoint {getattr(endpoint, '__qualname__', endpoint)!r} is not a scheduled route: register it "
+                "on an APIRouter(route_class=ScheduledRouteBuilder(...)) before declaring its schedule",
+                param="endpoint",
+            )
+        _naming.check_id(name, param="name", what="job name")
+        job_id = self.prefix + name
+        if len(job_id) > _MAX_ID:
+            raise TaskLimitError(
+                f"name={name!r}: with the prefix {self.prefix!r} the job id is longer than {_MAX_ID} characters",
+                param="name",
+            )
+        if job_id in self._entries:
+            raise TaskArgumentError(f"name={name!r} is already declared in this registry", param="name")
+        if args is not None and not isinstance(args, Mapping):
+            raise TaskArgumentError(f"args must be a mapping of the endpoint's parameters, not {args!r}", param="args")
+        options: dict[str, Any] = {
+            "location_path": self.location_path,
+            "time_zone": time_zone if time_zone is not None else self.time_zone,
+            "retry_config": retry_config,
+            "attempt_deadline": attempt_deadline,
+            "description": description,
+            "headers": headers,
+        }
+        handle = scheduler(name=job_id, schedule=schedule, **{k: v for k, v in options.items() if v is not None})
+        if not isinstance(handle, ScheduleHandle):
+            raise TaskArgumentError(
+                f"endpoint {getattr(endpoint, '__qualname__', endpoint)!r} has a .scheduler() that is not "
+                "fastapi-gcp-tasks's",
+                param="endpoint",
+            )
+        values = dict(args or {})
+        entry = ScheduleEntry(
+            name=name, job_id=job_id, endpoint=endpoint, args=values, handle=handle, job=handle.job(**values)
+        )
+        self._entries[job_id] = entry
+        return entry
+
+    def job(
+        self,
+        *,
+        name: str,
+        schedule: str,
+        args: Mapping[str, Any] | None = None,
+        time_zone: str | None = None,
+        retry_config: scheduler_v1.RetryConfig | None = None,
+        attempt_deadline: float | dt.timedelta | None = None,
+        description: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Callable[[F], F]:
+        """`add()` as a decorator, placed above the route decorator (which must run first)."""
+
+        def declare(endpoint: F) -> F:
+            self.add(
+                endpoint,
+                name=name,
+                schedule=schedule,
+                args=args,
+                time_zone=time_zone,
+                retry_config=retry_config,
+                attempt_deadline=attempt_deadline,
+                description=description,
+                headers=headers,
+            )
+            return endpoint
+
+        return declare
+
+    def __iter__(self) -> Iterator[ScheduleEntry]:
+        """The declared jobs, in declaration order."""
+        return iter(list(self._entries.values()))
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __getitem__(self, name: str) -> ScheduleEntry:
+        """The declared job `name` (without the prefix); `TaskArgumentError` when there is none."""
+        entry = self._entries.get(self.prefix + name) if isinstance(name, str) else None
+        if entry is None:
+            declared = ", ".join(e.name for e in self._entries.values()) or "none"
+            raise TaskArgumentError(f"no schedule named {name!r} is declared (declared: {declared})", param="name")
+        return entry
+
+    def job_name(self, name: str) -> str:
+        """The full Cloud Scheduler name of the declared job `name`."""
+        return f"{self.location_path}/jobs/{self[name].job_id}"
+
+    # planning and syncing --------------------------------------------------------------------------------------
+
+    def plan(self) -> Plan:
+        """What `sync()` would do: lists the location's jobs (every page), writes nothing."""
+        client = self._client.get()
+        with self._translated(f"listing jobs in {self.location_path}"):
+            listed = list(client.list_jobs(request=self._list_request(), timeout=self.timeout))
+        return self._plan(listed)
+
+    async def plan_async(self) -> Plan:
+        """`plan()` with the async client."""
+        client = self._async_client.get()
+        with self._translated(f"listing jobs in {self.location_path}"):
+            pages = await client.list_jobs(request=self._list_request(), timeout=self.timeout)
+            listed = [job async for job in pages]
+        return self._plan(listed)
+
+    def apply(self, plan: Plan) -> Plan:
+        """Carry out `plan`: creates and updates first, deletes last, stopping at the first failure.
+
+        A failure raises `SendError` naming the job; what was done stays done and the next sync resumes
+        from there, since the plan is recomputed from what Cloud Scheduler holds.
+        """
+        self._check_own(plan)
+        client = self._client.get()
+        for change in _ordered(plan):
+            with self._translated(f"{change.action.value} of job {self._full(change.job_id)}"):
+                if change.action is Action.CREATE:
+                    client.create_job(parent=self.location_path, job=change.desired, timeout=self.timeout)
+                elif change.action is Action.UPDATE:
+                    client.update_job(
+                        job=change.desired,
+                        update_mask=field_mask_pb2.FieldMask(paths=list(change.update_mask)),
+                        timeout=self.timeout,
+                    )
+                else:
+                    with contextlib.suppress(core.NotFound):
+                        client.delete_job(name=self._full(change.job_id), timeout=self.timeout)
+        return plan
+
+    async def apply_async(self, plan: Plan) -> Plan:
+        """`apply()` with the async client."""
+        self._check_own(plan)
+        client = self._async_client.get()
+        for change in _ordered(plan):
+            with self._translated(f"{change.action.value} of job {self._full(change.job_id)}"):
+                if change.action is Action.CREATE:
+                    await client.create_job(parent=self.location_path, job=change.desired, timeout=self.timeout)
+                elif change.action is Action.UPDATE:
+                    await client.update_job(
+                        job=change.desired,
+                        update_mask=field_mask_pb2.FieldMask(paths=list(change.update_mask)),
+                        timeout=self.timeout,
+                    )
+                else:
+                    with contextlib.suppress(core.NotFound):
+                        await client.delete_job(name=self._full(change.job_id), timeout=self.timeout)
+        return plan
+
+    def sync(self, *, dry_run: bool = False) -> Plan:
+        """Make Cloud Scheduler hold exactly the declared jobs under this prefix; returns the plan carried out."""
+        plan = self.plan()
+        return plan if dry_run else self.apply(plan)
+
+    async def sync_async(self, *, dry_run: bool = False) -> Plan:
+        """`sync()` with the async client."""
+        plan = await self.plan_async()
+        return plan if dry_run else await self.apply_async(plan)
+
+    # operating -------------------------------------------------------------------------------------------------
+
+    def pause(self, name: str) -> scheduler_v1.Job:
+        """Pause the declared job `name`; a job already paused is left as it is."""
+        full = self.job_name(name)
+        client = self._client.get()
+        with self._translated(f"pausing job {full}"):
+            try:
+                return client.pause_job(name=full, timeout=self.timeout)
+            except core.FailedPrecondition:
+                job = client.get_job(name=full, timeout=self.timeout)
+                if job.state != scheduler_v1.Job.State.PAUSED:
+                    raise
+                return job
+
+    async def pause_async(self, name: str) -> scheduler_v1.Job:
+        """`pause()` with the async client."""
+        full = self.job_name(name)
+        client = self._async_client.get()
+        with self._translated(f"pausing job {full}"):
+            try:
+                return await client.pause_job(name=full, timeout=self.timeout)
+            except core.FailedPrecondition:
+                job = await client.get_job(name=full, timeout=self.timeout)
+                if job.state != scheduler_v1.Job.State.PAUSED:
+                    raise
+                return job
+
+    def resume(self, name: str) -> scheduler_v1.Job:
+        """Resume the declared job `name`; a job already enabled is left as it is."""
+        full = self.job_name(name)
+        client = self._client.get()
+        with self._translated(f"resuming job {full}"):
+            try:
+                return client.resume_job(name=full, timeout=self.timeout)
+            except core.FailedPrecondition:
+                job = client.get_job(name=full, timeout=self.timeout)
+                if job.state != scheduler_v1.Job.State.ENABLED:
+                    raise
+                return job
+
+    async def resume_async(self, name: str) -> scheduler_v1.Job:
+        """`resume()` with the async client."""
+        full = self.job_name(name)
+        client = self._async_client.get()
+        with self._translated(f"resuming job {full}"):
+            try:
+                return await client.resume_job(name=full, timeout=self.timeout)
+            except core.FailedPrecondition:
+                job = await client.get_job(name=full, timeout=self.timeout)
+                if job.state != scheduler_v1.Job.State.ENABLED:
+                    raise
+                return job
+
+    def run(self, name: str) -> scheduler_v1.Job:
+        """Have Cloud Scheduler run the declared job `name` now, outside its schedule."""
+        full = self.job_name(name)
+        with self._translated(f"running job {full}"):
+            return self._client.get().run_job(name=full, timeout=self.timeout)
+
+    async def run_async(self, name: str) -> scheduler_v1.Job:
+        """`run()` with the async client."""
+        full = self.job_name(name)
+        with self._translated(f"running job {full}"):
+            return await self._async_client.get().run_job(name=full, timeout=self.timeout)
+
+    # internals -------------------------------------------------------------------------------------------------
+
+    def _list_request(self) -> scheduler_v1.ListJobsRequest:
+        return scheduler_v1.ListJobsRequest(parent=self.location_path, page_size=_PAGE_SIZE)
+
+    def _plan(self, listed: list[scheduler_v1.Job]) -> Plan:
+        desired = {job_id: entry.job for job_id, entry in self._entries.items()}
+        return compute_plan(location_path=self.location_path, prefix=self.prefix, desired=desired, listed=listed)
+
+    def _full(self, job_id: str) -> str:
+        return f"{self.location_path}/jobs/{job_id}"
+
+    def _check_own(self, plan: Plan) -> None:
+        if plan.location_path != self.location_path or plan.prefix != self.prefix:
+            raise TaskArgumentError(
+                f"this plan is for {plan.prefix}* in {plan.location_path}, not for this registry", param="plan"
+            )
+        for change in plan.changes:
+            if not change.job_id.startswith(self.prefix):
+                raise TaskArgumentError(
+                    f"job {change.job_id!r} does not carry the prefix {self.prefix!r}", param="plan"
+                )
+
+    @contextlib.contextmanager
+    def _translated(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except Exception as exc:
+            translated = translate(exc, what=what)
+            if translated is exc:
+                raise
+            raise translated from exc
+
+    def __repr__(self) -> str:
+        return f"Schedules(prefix={self.prefix!r}, location_path={self.location_path!r}, jobs={len(self)})"
+
+
+def _ordered(plan: Plan) -> list[JobChange]:
+    """Creates and updates before deletes, so a renamed job exists under its new id before the old one goes."""
+    return [*plan.creates, *plan.updates, *plan.deletes]

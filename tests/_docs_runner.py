@@ -1,0 +1,135 @@
+"""Runs the Python examples of one documentation page against a fresh emulator: `python -m tests._docs_runner PAGE`.
+
+Two kinds of blocks run, in the order they appear, in one namespace (a page reads like one session):
+
+* a fenced ```` ```python ```` block right after the line `<!-- run -->` (shown on the site);
+* the body of an HTML comment opening with `<!-- check` (hidden on the site): assertions, or set-up the
+  reader does not need to see. It can use `docs_emulator` (the `Emulator`), `docs_clock` (its
+  `ManualClock`) and `docs_client()` (a `TestClient` of the page's `app`).
+
+Before the first block, an emulator of Cloud Tasks and Cloud Scheduler starts in this process and
+`FASTAPI_GCP_TASKS_EMULATOR_HOST` points the library's default clients at it, so the examples keep their
+production look (`https://worker.example.com`, no `client=`). Tasks and jobs are delivered straight into
+the page's `app` (whatever the name `app` holds at delivery time). The page fails if a block raises, or if
+any delivery was not acknowledged, unless a check block sets `docs_expect_failures = True`.
+
+Each page runs in its own process because default clients are per process.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import dataclasses
+import inspect
+import os
+import re
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Block", "extract_blocks", "run_page"]
+
+_RUN_MARKER = re.compile(r"^<!--\s*run\s*-->\s*$")
+_FENCE_OPEN = re.compile(r"^(\s*)(`{3,}|~{3,})\s*(?:python|py)\b.*$")
+_CHECK_OPEN = re.compile(r"^<!--\s*check\b(.*)$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Block:
+    """One piece of code to run, with the line of the page where it starts (for tracebacks)."""
+
+    line: int
+    code: str
+    hidden: bool
+
+
+def extract_blocks(text: str) -> list[Block]:
+    """The runnable blocks of a Markdown page, in order."""
+    lines = text.splitlines()
+    blocks: list[Block] = []
+    index = 0
+    while index < len(lines):
+        line = lines[index]
+        if _RUN_MARKER.match(line):
+            index += 1
+            while index < len(lines) and not lines[index].strip():
+                index += 1
+            opening = _FENCE_OPEN.match(lines[index]) if index < len(lines) else None
+            if opening is None:
+                raise ValueError(f"line {index + 1}: `<!-- run -->` must be followed by a ```python block")
+            indent, fence = opening.group(1), opening.group(2)
+            start = index + 1
+            index = start
+            while index < len(lines) and lines[index].strip() != fence:
+                index += 1
+            if index == len(lines):
+                raise ValueError(f"line {start}: unclosed code block")
+            body = [text_line.removeprefix(indent) for text_line in lines[start:index]]
+            blocks.append(Block(line=start + 1, code="\n".join(body), hidden=False))
+        elif match := _CHECK_OPEN.match(line):
+            start = index + 1
+            body = [match.group(1).strip()]
+            index += 1
+            while index < len(lines) and lines[index].strip() != "-->":
+                body.append(lines[index])
+                index += 1
+            if index == len(lines):
+                raise ValueError(f"line {start}: unclosed `<!-- check` comment")
+            blocks.append(Block(line=start, code="\n".join(body), hidden=True))
+        index += 1
+    return blocks
+
+
+def _execute(block: Block, namespace: dict[str, Any], filename: str) -> None:
+    # Line numbers in tracebacks point into the page.
+    source = "\n" * (block.line - 1) + block.code
+    code = compile(source, filename, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True)
+    result = eval(code, namespace)  # noqa: S307 - the documentation's own examples
+    if inspect.iscoroutine(result):
+        asyncio.run(result)
+
+
+def run_page(path: Path) -> int:
+    """Run every block of the page; 0 when all of them passed."""
+    from fastapi.testclient import TestClient
+
+    from fastapi_gcp_tasks.emulator import Emulator, ManualClock
+
+    blocks = extract_blocks(path.read_text(encoding="utf-8"))
+    if not blocks:
+        print(f"{path}: no runnable blocks", file=sys.stderr)
+        return 1
+    namespace: dict[str, Any] = {"__name__": "__docs__"}
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await namespace["app"](scope, receive, send)
+
+    def docs_client() -> TestClient:
+        return TestClient(namespace["app"])
+
+    clock = ManualClock()
+    with Emulator(clock=clock, deliver_to=app, auto_create_queues=True) as emulator:
+        os.environ["FASTAPI_GCP_TASKS_EMULATOR_HOST"] = emulator.address
+        namespace.update(docs_emulator=emulator, docs_clock=clock, docs_client=docs_client)
+        for block in blocks:
+            try:
+                _execute(block, namespace, str(path))
+            except BaseException:  # noqa: BLE001 - reported with the page's line numbers, then the page fails
+                kind = "check" if block.hidden else "example"
+                print(f"{path}:{block.line}: the {kind} block failed", file=sys.stderr)
+                traceback.print_exc()
+                return 1
+        emulator.wait_until_idle(timeout=10)
+        failed = [d for d in emulator.deliveries if not d.ok]
+        if failed and not namespace.get("docs_expect_failures"):
+            for delivery in failed:
+                print(f"{path}: {delivery.method} {delivery.url} -> {delivery.status} {delivery.error or ''}")
+            return 1
+    print(f"{path}: {len(blocks)} blocks passed, {len(emulator.deliveries)} deliveries")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_page(Path(sys.argv[1])))
