@@ -2,6 +2,7 @@
 
 from fastapi_gcp_tasks._dispatch import PreparedTask, TaskSender, TaskSink, use_sink
 from fastapi_gcp_tasks._naming import hashed_task_id
+from fastapi_gcp_tasks._tracing import TraceContextMiddleware
 from fastapi_gcp_tasks.async_delayed_route import AsyncDelayedRouteBuilder
 from fastapi_gcp_tasks.async_scheduled_route import AsyncScheduledRouteBuilder
 from fastapi_gcp_tasks.decorators import task_default_options
@@ -19,6 +20,7 @@ from fastapi_gcp_tasks.exception import (
     TaskLimitError,
     UnknownParamError,
     UnrepresentableValueError,
+    WorkerConfigError,
     WrongTypeError,
 )
 from fastapi_gcp_tasks.hooks import (
@@ -33,6 +35,8 @@ from fastapi_gcp_tasks.hooks import (
     oidc_delayed_hook,
     oidc_scheduled_hook,
 )
+from fastapi_gcp_tasks.oidc import OIDCClaims, OIDCVerifier
+from fastapi_gcp_tasks.poison import DeadLetter, PoisonPolicy, poison_route_class
 from fastapi_gcp_tasks.protocols import (
     AsyncDelayedTask,
     AsyncDelayOptions,
@@ -49,6 +53,7 @@ from fastapi_gcp_tasks.protocols import (
     as_scheduled_task,
 )
 from fastapi_gcp_tasks.scheduled_route import ScheduledRouteBuilder
+from fastapi_gcp_tasks.schedules import Schedules
 from fastapi_gcp_tasks.utils import (
     async_emulator_client,
     async_scheduler_emulator_client,
@@ -73,17 +78,22 @@ __all__ = [
     "ClientClosedError",
     "CloudSchedulerHeaders",
     "CloudTasksHeaders",
+    "DeadLetter",
     "DelayOptions",
     "DelayedRouteBuilder",
     "DelayedTask",
     "DelayedTaskHook",
     "FastAPIGCPTasksError",
     "MissingParamError",
+    "OIDCClaims",
+    "OIDCVerifier",
+    "PoisonPolicy",
     "PreparedTask",
     "RouteDefinitionError",
     "ScheduledHook",
     "ScheduledRouteBuilder",
     "ScheduledTask",
+    "Schedules",
     "SchedulerOptions",
     "SendError",
     "TaskAlreadyExistsError",
@@ -92,8 +102,10 @@ __all__ = [
     "TaskLimitError",
     "TaskSender",
     "TaskSink",
+    "TraceContextMiddleware",
     "UnknownParamError",
     "UnrepresentableValueError",
+    "WorkerConfigError",
     "WrongTypeError",
     "as_async_delayed_task",
     "as_async_scheduled_task",
@@ -115,6 +127,7 @@ __all__ = [
     "oauth_scheduled_hook",
     "oidc_delayed_hook",
     "oidc_scheduled_hook",
+    "poison_route_class",
     "queue_path",
     "scheduler_emulator_client",
     "task_default_options",

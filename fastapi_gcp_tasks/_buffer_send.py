@@ -281,7 +281,7 @@ async def send_all_async(tasks: Sequence[PreparedTask], config: SendConfig) -> F
             batches, singles = _groups(state.pending, config.batch_from)
             calls: list[Awaitable[list[tuple[PreparedTask, Outcome]]]] = [batch(chunk) for chunk in batches]
             calls.extend(one(task) for task in singles)
-            rounds = await asyncio.gather(*calls)
+            rounds = [await calls[0]] if len(calls) == 1 else await asyncio.gather(*calls)
             wait = state.settle([outcome for results in rounds for outcome in results])
             if wait is not None:
                 await asyncio.sleep(wait)
@@ -357,6 +357,16 @@ def hand_over(lost: Sequence[LostTask], config: SendConfig) -> None:
 
 
 def _run_awaitable(awaitable: Awaitable[None]) -> None:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        close = getattr(awaitable, "close", None)
+        if close is not None:
+            close()
+        raise RuntimeError("an async fallback cannot run from a sync flush inside an event loop: use `async with`")
+
     async def wait() -> None:
         await awaitable
 

@@ -63,16 +63,19 @@ class PreparedTask:
     @property
     def name(self) -> str:
         """The full task name, `projects/.../queues/.../tasks/ID`."""
-        return str(self.request.task.name)
+        return str(self.request._pb.task.name)
 
     @property
     def queue_path(self) -> str:
         """The queue the task goes to."""
-        return str(self.request.parent)
+        return str(self.request._pb.parent)
 
     def placeholder(self) -> tasks_v2.Task:
         """The task as it will be created, returned by `.delay()` when the sending is deferred."""
-        return self.request.task
+        # Reading through the raw protobuf skips proto-plus marshalling (several microseconds a call);
+        # the wrapper shares the message, exactly as `self.request.task` would.
+        task: tasks_v2.Task = tasks_v2.Task.wrap(self.request._pb.task)
+        return task
 
 
 class TaskSink(Protocol):

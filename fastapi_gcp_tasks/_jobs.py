@@ -39,6 +39,12 @@ _HTTP_METHODS = {
 }
 _SERVICE_HEADERS = frozenset({"user-agent", "x-cloudscheduler", "content-length"})
 _OUTPUT_ONLY = ("state", "status", "user_update_time", "schedule_time", "last_attempt_time")
+_RETRY_DEFAULTS = {
+    "max_retry_duration": dt.timedelta(0),
+    "min_backoff_duration": dt.timedelta(seconds=5),
+    "max_backoff_duration": dt.timedelta(hours=1),
+}
+"""What Cloud Scheduler stores for retry settings left unset, so that they compare equal."""
 _UPDATABLE = ("description", "http_target", "schedule", "time_zone", "retry_config", "attempt_deadline")
 
 SCHEDULER_OPTION_NAMES = frozenset(
@@ -293,4 +299,10 @@ def _comparable(job: scheduler_v1.Job) -> scheduler_v1.Job:
     target.headers = headers
     if not copy._pb.HasField("attempt_deadline"):
         copy.attempt_deadline = dt.timedelta(minutes=3)
+    retry = copy._pb.retry_config
+    for name, default in _RETRY_DEFAULTS.items():
+        if not retry.HasField(name):
+            getattr(retry, name).FromTimedelta(default)
+    if not retry.max_doublings:
+        retry.max_doublings = 5
     return copy

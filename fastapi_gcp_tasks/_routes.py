@@ -31,6 +31,7 @@ from fastapi_gcp_tasks._jobs import JobConfig, JobSync
 from fastapi_gcp_tasks._plan import RoutePlan
 from fastapi_gcp_tasks._tasks import DelayConfig, Delayer, RouteSender
 from fastapi_gcp_tasks.exception import RouteDefinitionError
+from fastapi_gcp_tasks.poison import PoisonPolicy, poison_route_class
 
 __all__ = ["delayed_route_class", "scheduled_route_class"]
 
@@ -84,11 +85,16 @@ def _positional_guard(name: str, args: tuple[Any, ...]) -> None:
         raise TypeError(f"{name}() takes keyword arguments only (the endpoint's parameter names)")
 
 
+def _base_route(poison_policy: PoisonPolicy | None) -> type[APIRoute]:
+    return APIRoute if poison_policy is None else poison_route_class(APIRoute, poison_policy)
+
+
 def delayed_route_class(
     *,
     builder_options: Mapping[str, Any],
     client: Any,
     is_async: bool,
+    poison_policy: PoisonPolicy | None = None,
 ) -> type[APIRoute]:
     """The route class returned by `DelayedRouteBuilder` / `AsyncDelayedRouteBuilder`."""
     DelayConfig.create(builder_options)  # a bad builder argument fails where the builder is called
@@ -104,7 +110,7 @@ def delayed_route_class(
         auto_create_queue=bool(builder_options.get("auto_create_queue", True)),
     )
 
-    class DelayedTaskRoute(APIRoute):
+    class DelayedTaskRoute(_base_route(poison_policy)):  # type: ignore[misc]
         task_plan: RoutePlan
         task_delayer: Delayer
 
@@ -214,6 +220,7 @@ def scheduled_route_class(
     builder_options: Mapping[str, Any],
     client: Any,
     is_async: bool,
+    poison_policy: PoisonPolicy | None = None,
 ) -> type[APIRoute]:
     """The route class returned by `ScheduledRouteBuilder` / `AsyncScheduledRouteBuilder`."""
     JobConfig.create(name="check", schedule="* * * * *", options=builder_options)
@@ -225,7 +232,7 @@ def scheduled_route_class(
 
     default_sources = sources(client)
 
-    class ScheduledTaskRoute(APIRoute):
+    class ScheduledTaskRoute(_base_route(poison_policy)):  # type: ignore[misc]
         task_plan: RoutePlan
 
         def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:

@@ -194,8 +194,8 @@ class RouteSender:
         if self._sync_source is None:
             raise RuntimeError("this route was built by AsyncDelayedRouteBuilder: use `await ....delay()`")
         client = self._sync_source.get()
-        self._ensure_queue(client, request.parent)
         try:
+            self._ensure_queue(client, request.parent)
             return client.create_task(request=request, timeout=timeout)
         except Exception as exc:
             raise translate(exc, what="create_task", name=request.task.name) from exc
@@ -205,8 +205,8 @@ class RouteSender:
         if self._async_source is None:
             return await asyncio.to_thread(self.send, request, timeout=timeout)
         client = self._async_source.get()
-        await self._ensure_queue_async(client, request.parent)
         try:
+            await self._ensure_queue_async(client, request.parent)
             return await client.create_task(request=request, timeout=timeout)
         except Exception as exc:
             raise translate(exc, what="create_task", name=request.task.name) from exc

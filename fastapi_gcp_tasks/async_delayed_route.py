@@ -11,6 +11,7 @@ from fastapi_gcp_tasks._dispatch import TaskSink
 from fastapi_gcp_tasks._routes import delayed_route_class
 from fastapi_gcp_tasks.delayed_route import _options
 from fastapi_gcp_tasks.hooks import DelayedTaskHook
+from fastapi_gcp_tasks.poison import PoisonPolicy
 
 __all__ = ["AsyncDelayedRouteBuilder"]
 
@@ -28,6 +29,7 @@ def AsyncDelayedRouteBuilder(  # noqa: N802 - the 0.3 name is a function
     hash_task_id: bool = False,
     headers: dict[str, str] | None = None,
     sink: TaskSink | None = None,
+    poison_policy: PoisonPolicy | None = None,
 ) -> type[APIRoute]:
     """Like `DelayedRouteBuilder`, with an awaitable `.delay()` over `CloudTasksAsyncClient`.
 
@@ -35,4 +37,6 @@ def AsyncDelayedRouteBuilder(  # noqa: N802 - the 0.3 name is a function
     than an instance when several loops may call `.delay()` (tests, scripts): one client is then created
     per running loop.
     """
-    return delayed_route_class(builder_options=_options(locals()), client=client, is_async=True)
+    return delayed_route_class(
+        builder_options=_options(locals()), client=client, is_async=True, poison_policy=poison_policy
+    )

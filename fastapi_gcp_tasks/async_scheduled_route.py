@@ -10,6 +10,7 @@ from google.cloud import scheduler_v1
 from fastapi_gcp_tasks._routes import scheduled_route_class
 from fastapi_gcp_tasks.delayed_route import _options
 from fastapi_gcp_tasks.hooks import ScheduledHook
+from fastapi_gcp_tasks.poison import PoisonPolicy
 
 __all__ = ["AsyncScheduledRouteBuilder"]
 
@@ -22,6 +23,9 @@ def AsyncScheduledRouteBuilder(  # noqa: N802 - the 0.3 name is a function
     job_create_timeout: float = 10.0,
     pre_create_hook: ScheduledHook | None = None,
     client: scheduler_v1.CloudSchedulerAsyncClient | Callable[[], scheduler_v1.CloudSchedulerAsyncClient] | None = None,
+    poison_policy: PoisonPolicy | None = None,
 ) -> type[APIRoute]:
     """Like `ScheduledRouteBuilder`, with awaitable `.schedule()` and `.delete()` (one client per loop)."""
-    return scheduled_route_class(builder_options=_options(locals()), client=client, is_async=True)
+    return scheduled_route_class(
+        builder_options=_options(locals()), client=client, is_async=True, poison_policy=poison_policy
+    )

@@ -25,6 +25,7 @@ from typing import Any, Literal
 from google.cloud import tasks_v2
 
 from fastapi_gcp_tasks._buffer_asgi import ResponseWatch
+from fastapi_gcp_tasks._buffer_metrics import BufferCollector
 from fastapi_gcp_tasks._buffer_send import (
     BufferFallback,
     BufferStats,
@@ -41,6 +42,7 @@ from fastapi_gcp_tasks._dispatch import PreparedTask, TaskSink, current_sink, us
 from fastapi_gcp_tasks.exception import BufferRequiredError, TaskArgumentError
 
 __all__ = [
+    "BufferCollector",
     "BufferFallback",
     "BufferStats",
     "DiscardOn",
@@ -71,6 +73,7 @@ Send = Callable[[MutableMapping[str, Any]], Any]
 ASGIApp = Callable[[Scope, Receive, Send], Any]
 
 _FLUSH_MODES = ("after_response", "before_response")
+_NOTHING = FlushReport()
 
 
 def _config(
@@ -159,7 +162,11 @@ class TaskBuffer:
 
     async def flush_async(self) -> FlushReport:
         """Close the buffer and create what it kept from the running loop; failures go to the fallback."""
-        report = await send_all_async(self._take(), self._config)
+        tasks = self._take()
+        if not tasks:
+            self.report = _NOTHING
+            return _NOTHING
+        report = await send_all_async(tasks, self._config)
         await hand_over_async(report.failed, self._config)
         self.report = report
         return report

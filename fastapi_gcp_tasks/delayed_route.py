@@ -11,6 +11,7 @@ from google.cloud import tasks_v2
 from fastapi_gcp_tasks._dispatch import TaskSink
 from fastapi_gcp_tasks._routes import delayed_route_class
 from fastapi_gcp_tasks.hooks import DelayedTaskHook
+from fastapi_gcp_tasks.poison import PoisonPolicy
 
 __all__ = ["DelayedRouteBuilder"]
 
@@ -28,6 +29,7 @@ def DelayedRouteBuilder(  # noqa: N802 - the 0.3 name is a function
     hash_task_id: bool = False,
     headers: dict[str, str] | None = None,
     sink: TaskSink | None = None,
+    poison_policy: PoisonPolicy | None = None,
 ) -> type[APIRoute]:
     """A route class for `APIRouter(route_class=...)` that gives each endpoint `.delay()` and `.options()`.
 
@@ -41,16 +43,19 @@ def DelayedRouteBuilder(  # noqa: N802 - the 0.3 name is a function
     then too (once per process), so an app imports while Cloud Tasks is unreachable.
 
     `sink` hands every task to a sink (for example the transactional outbox) instead of sending it.
+    `poison_policy` acknowledges requests that fail the endpoint's validation after handing them to a
+    dead-letter sink, instead of letting Cloud Tasks retry them (see `fastapi_gcp_tasks.poison`).
     """
     return delayed_route_class(
         builder_options=_options(locals()),
         client=client,
         is_async=False,
+        poison_policy=poison_policy,
     )
 
 
 def _options(arguments: dict[str, Any]) -> dict[str, Any]:
-    options = {k: v for k, v in arguments.items() if k != "client" and v is not None}
+    options = {k: v for k, v in arguments.items() if k not in {"client", "poison_policy"} and v is not None}
     if base := options.pop("base_url", None):
         options.setdefault("callback_base_url", base)
     return options

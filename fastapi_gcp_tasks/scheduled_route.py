@@ -10,6 +10,7 @@ from google.cloud import scheduler_v1
 from fastapi_gcp_tasks._routes import scheduled_route_class
 from fastapi_gcp_tasks.delayed_route import _options
 from fastapi_gcp_tasks.hooks import ScheduledHook
+from fastapi_gcp_tasks.poison import PoisonPolicy
 
 __all__ = ["ScheduledRouteBuilder"]
 
@@ -22,6 +23,7 @@ def ScheduledRouteBuilder(  # noqa: N802 - the 0.3 name is a function
     job_create_timeout: float = 10.0,
     pre_create_hook: ScheduledHook | None = None,
     client: scheduler_v1.CloudSchedulerClient | Callable[[], scheduler_v1.CloudSchedulerClient] | None = None,
+    poison_policy: PoisonPolicy | None = None,
 ) -> type[APIRoute]:
     """A route class that gives each endpoint `.scheduler(name=..., schedule=..., ...)`.
 
@@ -29,4 +31,6 @@ def ScheduledRouteBuilder(  # noqa: N802 - the 0.3 name is a function
     when it differs, or writes nothing when it matches; `.delete()` removes it. Nothing is called when the
     route class is built.
     """
-    return scheduled_route_class(builder_options=_options(locals()), client=client, is_async=False)
+    return scheduled_route_class(
+        builder_options=_options(locals()), client=client, is_async=False, poison_policy=poison_policy
+    )

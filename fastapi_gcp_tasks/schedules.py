@@ -29,8 +29,12 @@ from google.cloud import scheduler_v1
 from google.protobuf import field_mask_pb2
 
 from fastapi_gcp_tasks import _naming
-from fastapi_gcp_tasks._clients import AsyncClientSource, async_scheduler_source, sync_scheduler_source
-from fastapi_gcp_tasks._clients import SyncClientSource as _SyncSource
+from fastapi_gcp_tasks._clients import (
+    AsyncClientSource,
+    SyncClientSource,
+    async_scheduler_source,
+    sync_scheduler_source,
+)
 from fastapi_gcp_tasks._errors import translate
 from fastapi_gcp_tasks._jobs import validate_time_zone
 from fastapi_gcp_tasks._routes import ScheduleHandle
@@ -110,7 +114,7 @@ class Schedules:
         self.location_path = location_path
         self.time_zone = time_zone
         self.timeout = float(timeout)
-        self._client: _SyncSource[scheduler_v1.CloudSchedulerClient] = sync_scheduler_source(client)
+        self._client: SyncClientSource[scheduler_v1.CloudSchedulerClient] = sync_scheduler_source(client)
         self._async_client: AsyncClientSource[scheduler_v1.CloudSchedulerAsyncClient] = async_scheduler_source(
             async_client
         )

@@ -14,6 +14,7 @@ from typing import Any, Literal, Protocol
 
 from google.api_core import exceptions as core_exceptions
 from google.cloud import tasks_v2
+from google.rpc import code_pb2  # type: ignore[import-untyped, unused-ignore]
 
 from fastapi_gcp_tasks.exception import FastAPIGCPTasksError, SendError, TaskAlreadyExistsError
 
@@ -28,8 +29,8 @@ _PERMANENT = (
     core_exceptions.MethodNotImplemented,
 )
 # google.rpc.Code values, for the per-request statuses of batch_create_tasks
-_ALREADY_EXISTS = 6
-_PERMANENT_CODES = {3, 11, 12}
+_ALREADY_EXISTS = code_pb2.ALREADY_EXISTS
+_PERMANENT_CODES = {code_pb2.INVALID_ARGUMENT, code_pb2.OUT_OF_RANGE, code_pb2.UNIMPLEMENTED}
 
 
 class BatchSender(Protocol):
@@ -51,17 +52,17 @@ def translate_error(exc: BaseException, task_name: str) -> FastAPIGCPTasksError:
         return exc
     if isinstance(exc, core_exceptions.AlreadyExists):
         return TaskAlreadyExistsError(task_name)
-    if isinstance(exc, _PERMANENT):
-        return SendError(f"{type(exc).__name__}: {exc.message}", retryable=False)
     if isinstance(exc, core_exceptions.GoogleAPICallError):
-        return SendError(f"{type(exc).__name__}: {exc.message}", retryable=True)
+        code = exc.grpc_status_code
+        label = code.name if code is not None else type(exc).__name__
+        return SendError(f"{label}: {exc.message}", retryable=not isinstance(exc, _PERMANENT))
     return SendError(f"{type(exc).__name__}: {exc}", retryable=True)
 
 
 def _from_status(code: int, message: str, task_name: str) -> FastAPIGCPTasksError:
     if code == _ALREADY_EXISTS:
         return TaskAlreadyExistsError(task_name)
-    return SendError(f"code {code}: {message}", retryable=code not in _PERMANENT_CODES)
+    return SendError(f"{code_pb2.Code.Name(code)}: {message}", retryable=code not in _PERMANENT_CODES)
 
 
 class CloudTasksRelayClient:

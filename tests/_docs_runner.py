@@ -26,6 +26,7 @@ import os
 import re
 import sys
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -86,13 +87,22 @@ def _execute(block: Block, namespace: dict[str, Any], filename: str) -> None:
     # Line numbers in tracebacks point into the page.
     source = "\n" * (block.line - 1) + block.code
     code = compile(source, filename, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True)
-    result = eval(code, namespace)  # noqa: S307 - the documentation's own examples
+    result = eval(code, namespace)
     if inspect.iscoroutine(result):
         asyncio.run(result)
 
 
+def _warnings_as_errors() -> None:
+    """The same warning policy as the test suite (pyproject's `filterwarnings`)."""
+    warnings.simplefilter("error")
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"google\..*")
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"proto\..*")
+    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+
+
 def run_page(path: Path) -> int:
     """Run every block of the page; 0 when all of them passed."""
+    _warnings_as_errors()
     from fastapi.testclient import TestClient
 
     from fastapi_gcp_tasks.emulator import Emulator, ManualClock

@@ -1,6 +1,6 @@
 """The documentation's examples run against the emulator, so the docs cannot drift from the code.
 
-Each page runs in its own process (see `tests/_docs_runner.py` for the block markers).
+Each page with examples runs in its own process (see `tests/_docs_runner.py` for the block markers).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from tests._docs_runner import extract_blocks
 
 ROOT = Path(__file__).resolve().parents[1]
 
-RUNNABLE_PAGES = [
+OWN_PAGES = [
     "docs/index.md",
     "docs/delayed-tasks.md",
     "docs/scheduled-tasks.md",
@@ -26,10 +26,20 @@ RUNNABLE_PAGES = [
     "docs/errors.md",
     "docs/migrating.md",
 ]
+"""Pages that must keep runnable examples; any other page with markers is run too."""
+
+
+def _pages_with_examples() -> list[str]:
+    marked = {
+        str(path.relative_to(ROOT))
+        for path in (ROOT / "docs").glob("*.md")
+        if "<!-- run -->" in (text := path.read_text(encoding="utf-8")) or "<!-- check" in text
+    }
+    return sorted(marked | set(OWN_PAGES))
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("page", RUNNABLE_PAGES)
+@pytest.mark.parametrize("page", _pages_with_examples())
 def test_page_examples_run(page: str) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "tests._docs_runner", page],
@@ -42,7 +52,7 @@ def test_page_examples_run(page: str) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("page", RUNNABLE_PAGES)
+@pytest.mark.parametrize("page", OWN_PAGES)
 def test_page_has_visible_runnable_examples(page: str) -> None:
     blocks = extract_blocks((ROOT / page).read_text(encoding="utf-8"))
     assert any(not block.hidden for block in blocks), f"{page} lost its `<!-- run -->` markers"

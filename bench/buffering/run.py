@@ -202,7 +202,7 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=300, help="latency samples per mode and endpoint")
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--pause", type=float, default=0.0, help="milliseconds between latency requests")
-    parser.add_argument("--seconds", type=float, default=3.0, help="throughput run per mode and endpoint")
+    parser.add_argument("--seconds", type=float, default=2.0, help="throughput run per mode and endpoint")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--modes", default=",".join(MODES))
     args = parser.parse_args()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -113,26 +114,33 @@ class RecordingDeliverer:
         """Keep the last `keep` records (all of them when None)."""
         self.inner = inner
         self.clock = clock
-        self.records: collections.deque[DeliveryRecord] = collections.deque(maxlen=keep)
+        self._records: collections.deque[DeliveryRecord] = collections.deque(maxlen=keep)
+        self._lock = threading.Lock()
+
+    @property
+    def records(self) -> list[DeliveryRecord]:
+        """A snapshot of the kept records, oldest first (safe to read from any thread)."""
+        with self._lock:
+            return list(self._records)
 
     async def deliver(self, request: DeliveryRequest) -> DeliveryResult:
         """Make the attempt through the wrapped deliverer, then record and log it."""
         when = self.clock.now()
         result = await self.inner.deliver(request)
-        self.records.append(
-            DeliveryRecord(
-                source=request.source,
-                method=request.method,
-                url=request.url,
-                headers=request.headers,
-                body=request.body,
-                status=result.status,
-                attempt=request.attempt,
-                latency=result.latency,
-                time=when,
-                error=result.error,
-            )
+        record = DeliveryRecord(
+            source=request.source,
+            method=request.method,
+            url=request.url,
+            headers=request.headers,
+            body=request.body,
+            status=result.status,
+            attempt=request.attempt,
+            latency=result.latency,
+            time=when,
+            error=result.error,
         )
+        with self._lock:
+            self._records.append(record)
         level = logging.INFO if result.ok else logging.WARNING
         if logger.isEnabledFor(level):
             outcome = str(result.status) if result.status is not None else f"no response ({result.error})"
@@ -154,4 +162,5 @@ class RecordingDeliverer:
 
     def clear(self) -> None:
         """Forget every record."""
-        self.records.clear()
+        with self._lock:
+            self._records.clear()

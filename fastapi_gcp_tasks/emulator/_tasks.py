@@ -1,7 +1,9 @@
 """The Cloud Tasks v2 service of the emulator: queues, tasks and their dispatch, over grpc.aio.
 
-The handlers work on the raw protobuf messages that gRPC decodes (no proto-plus wrapping) and do no
-I/O: creating a task stores it and asks for a "pump" of its queue. The pump, run once per loop
+The handlers work on the raw protobuf messages (no proto-plus wrapping) and do no I/O. They run on the
+threads of a synchronous gRPC server, whose per-call cost is well below grpc.aio's, under one lock that
+the event loop also takes; the loop does everything that waits (timers, deliveries). Creating a task
+stores it and asks for a "pump" of its queue. The pump, run once per loop
 iteration however many tasks arrived, starts every attempt the queue may start now (schedule time
 reached, a free slot under `max_concurrent_dispatches`, a token in the `max_dispatches_per_second`
 bucket) and sets one timer for the next moment something may become possible. Each attempt is its own
@@ -19,6 +21,7 @@ import itertools
 import math
 import random
 import re
+import threading
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -310,6 +313,8 @@ class TasksService:
         self._seq = itertools.count()
         self._heap_keys = itertools.count()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._lock = threading.RLock()
         self._stopped = False
         self._create_initial_queues()
 
@@ -317,17 +322,20 @@ class TasksService:
 
     async def start(self) -> None:
         """Bind to the running loop; queues created before start begin dispatching."""
-        self._loop = asyncio.get_running_loop()
-        self._stopped = False
-        for queue in self._queues.values():
-            self._request_pump(queue)
+        with self._lock:
+            self._loop = asyncio.get_running_loop()
+            self._loop_thread = threading.get_ident()
+            self._stopped = False
+            for queue in self._queues.values():
+                self._request_pump(queue)
 
     async def stop(self) -> None:
         """Cancel the attempts in flight and every timer."""
-        self._stopped = True
-        for queue in self._queues.values():
-            self._cancel_timer(queue)
-        attempts = list(self._attempts)
+        with self._lock:
+            self._stopped = True
+            for queue in self._queues.values():
+                self._cancel_timer(queue)
+            attempts = list(self._attempts)
         for attempt in attempts:
             attempt.cancel()
         if attempts:
@@ -335,6 +343,10 @@ class TasksService:
 
     def reset(self) -> None:
         """Forget every task, tombstone and operation; keep only the queues given at construction."""
+        with self._lock:
+            self._reset()
+
+    def _reset(self) -> None:
         for queue in self._queues.values():
             self._drop_queue(queue)
         self._queues.clear()
@@ -352,10 +364,11 @@ class TasksService:
         match = _QUEUE_RE.fullmatch(path)
         if match is None:
             raise ValueError(f"{path!r} is not a queue path like {_QUEUE_FORMAT}")
-        if path not in self._queues:
-            pb = Queue(name=path)
-            _fill_queue_defaults(pb)
-            self._queues[path] = _Queue(pb=pb, queue_id=match.group(2))
+        with self._lock:
+            if path not in self._queues:
+                pb = Queue(name=path)
+                _fill_queue_defaults(pb)
+                self._queues[path] = _Queue(pb=pb, queue_id=match.group(2))
 
     def _create_initial_queues(self) -> None:
         for path in self.initial_queues:
@@ -373,6 +386,10 @@ class TasksService:
         A task held back by the queue's rate limit waits for the clock like a task scheduled later,
         so it does not count as busy.
         """
+        with self._lock:
+            return self._is_idle()
+
+    def _is_idle(self) -> bool:
         if self._attempts:
             return False
         now = self.clock.now()
@@ -391,7 +408,11 @@ class TasksService:
     # gRPC plumbing ---------------------------------------------------------------------------------------------
 
     def rpc_handlers(self) -> list[grpc.GenericRpcHandler]:
-        """The Cloud Tasks and long-running Operations services."""
+        """The Cloud Tasks and long-running Operations services, for a synchronous `grpc.server`.
+
+        Handlers run on the server's threads, under the service's lock; `RunTask` hands its work
+        to the event loop.
+        """
         tasks = {
             "ListQueues": (self.list_queues, tasks_v2.ListQueuesRequest, _ListQueuesResponse),
             "GetQueue": (self.get_queue, tasks_v2.GetQueueRequest, Queue),
@@ -412,9 +433,11 @@ class TasksService:
             "GetOperation": (self.get_operation, operations_pb2.GetOperationRequest, operations_pb2.Operation),
         }
         return [
-            grpc.method_handlers_generic_handler(_SERVICE, {name: _handler(*spec) for name, spec in tasks.items()}),
             grpc.method_handlers_generic_handler(
-                _OPERATIONS, {name: _handler(*spec) for name, spec in operations.items()}
+                _SERVICE, {name: _handler(self._lock, *spec, locked=name != "RunTask") for name, spec in tasks.items()}
+            ),
+            grpc.method_handlers_generic_handler(
+                _OPERATIONS, {name: _handler(self._lock, *spec) for name, spec in operations.items()}
             ),
         ]
 
@@ -708,6 +731,20 @@ class TasksService:
 
     def run_task(self, request: Any) -> Any:
         """RunTask: dispatch now, whatever the schedule time, the queue state and the rate limits."""
+        loop = self._loop
+        if loop is None or self._loop_thread == threading.get_ident():
+            with self._lock:
+                return self._run_task(request)
+
+        async def on_loop() -> Any:
+            with self._lock:
+                return self._run_task(request)
+
+        return asyncio.run_coroutine_threadsafe(on_loop(), loop).result()
+
+    def _run_task(self, request: Any) -> Any:
+        if self._loop is None:
+            raise _RpcError(grpc.StatusCode.FAILED_PRECONDITION, "the emulator is not running")
         state = self._task(request.name)
         if state.running:
             raise _RpcError(grpc.StatusCode.FAILED_PRECONDITION, f"task {request.name} is being dispatched already")
@@ -748,10 +785,14 @@ class TasksService:
         self._request_pump(queue)
 
     def _request_pump(self, queue: _Queue) -> None:
-        if queue.pump_pending or self._loop is None or self._stopped:
+        """Run `_pump(queue)` soon on the loop, once however often it is asked for (lock held)."""
+        if queue.pump_pending or self._loop is None or self._stopped or not queue.running:
             return
         queue.pump_pending = True
-        self._loop.call_soon(self._pump, queue)
+        if self._loop_thread == threading.get_ident():
+            self._loop.call_soon(self._pump, queue)
+        else:
+            self._loop.call_soon_threadsafe(self._pump, queue)
 
     def _cancel_timer(self, queue: _Queue) -> None:
         if queue.timer is not None:
@@ -767,12 +808,17 @@ class TasksService:
         queue.timer = call_at(self.clock, when, lambda: self._on_timer(queue))
 
     def _on_timer(self, queue: _Queue) -> None:
-        queue.timer = None
-        queue.timer_when = None
-        self._request_pump(queue)
+        with self._lock:
+            queue.timer = None
+            queue.timer_when = None
+            self._request_pump(queue)
 
     def _pump(self, queue: _Queue) -> None:
         """Start every attempt the queue allows now; set a timer for the next possible one."""
+        with self._lock:
+            self._pump_locked(queue)
+
+    def _pump_locked(self, queue: _Queue) -> None:
         queue.pump_pending = False
         if queue.deleted or self._stopped or not queue.running:
             return
@@ -869,16 +915,17 @@ class TasksService:
         try:
             result = await self.deliverer.deliver(delivery)
         finally:
-            queue.inflight -= 1
-            state.running = False
-            try:
-                if result is not None:
-                    self._settle(queue, state, result)
-            except Exception:  # noqa: BLE001 - logged, and the task is kept rather than lost
-                logger.exception("emulator: could not settle the attempt of %s; the task is kept", state.pb.name)
-                if not state.gone:
-                    self._push(queue, state)
-            self._request_pump(queue)
+            with self._lock:
+                queue.inflight -= 1
+                state.running = False
+                try:
+                    if result is not None:
+                        self._settle(queue, state, result)
+                except Exception:  # noqa: BLE001 - logged, and the task is kept rather than lost
+                    logger.exception("emulator: could not settle the attempt of %s; the task is kept", state.pb.name)
+                    if not state.gone:
+                        self._push(queue, state)
+                self._request_pump(queue)
 
     def _settle(self, queue: _Queue, state: _TaskState, result: DeliveryResult) -> None:
         """Record the outcome on the task, then delete it or schedule its retry."""
@@ -992,24 +1039,32 @@ def _page(items: list[Any], page_size: int, page_token: str, key: Callable[[Any]
     return page, token
 
 
-def _handler(method: Callable[[Any], Any], request_type: Any, response_type: Any) -> grpc.RpcMethodHandler:
-    """A unary handler that parses the request itself, so undecodable bytes get INVALID_ARGUMENT, not UNKNOWN."""
+def _handler(
+    lock: threading.RLock, method: Callable[[Any], Any], request_type: Any, response_type: Any, *, locked: bool = True
+) -> grpc.RpcMethodHandler:
+    """A unary handler for a synchronous server: parses the request itself (undecodable bytes get
+    INVALID_ARGUMENT, not UNKNOWN) and, when `locked`, calls `method` and serializes its answer under `lock`.
+    """
     request_pb = request_type.pb() if hasattr(request_type, "pb") else request_type
     parse = request_pb.FromString
     type_name = request_pb.DESCRIPTOR.name
+    serialize = response_type.SerializeToString
 
-    async def handle(payload: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+    def handle(payload: bytes, context: grpc.ServicerContext) -> bytes:
         try:
             request = parse(payload)
         except DecodeError:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"the request is not a valid {type_name}")
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"the request is not a valid {type_name}")
         try:
-            return method(request)
+            if locked:
+                with lock:
+                    return bytes(serialize(method(request)))
+            return bytes(serialize(method(request)))
         except _RpcError as exc:
-            await context.abort(exc.code, exc.message)
+            context.abort(exc.code, exc.message)
         except Exception as exc:  # noqa: BLE001 - logged and answered as INTERNAL; the server lives on
             logger.exception("emulator: internal error in %s", getattr(method, "__name__", method))
-            await context.abort(grpc.StatusCode.INTERNAL, f"emulator internal error: {type(exc).__name__}: {exc}")
+            context.abort(grpc.StatusCode.INTERNAL, f"emulator internal error: {type(exc).__name__}: {exc}")
         raise AssertionError("unreachable: context.abort raises")
 
-    return grpc.unary_unary_rpc_method_handler(handle, response_serializer=response_type.SerializeToString)
+    return grpc.unary_unary_rpc_method_handler(handle)

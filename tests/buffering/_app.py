@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 
 from fastapi_gcp_tasks.async_delayed_route import AsyncDelayedRouteBuilder
-from fastapi_gcp_tasks.buffering import BufferStats, Flush, LostTask, TaskBufferMiddleware
+from fastapi_gcp_tasks.buffering import BufferStats, Flush, LostTask, TaskBufferMiddleware, require_buffer
 from fastapi_gcp_tasks.delayed_route import DelayedRouteBuilder
 from fastapi_gcp_tasks.utils import async_emulator_client, emulator_client
 
@@ -34,6 +34,8 @@ class Recorded:
     stats: BufferStats = field(default_factory=BufferStats)
     release_stream: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    required: Any = None
+    """The task endpoint whose builder has `sink=require_buffer`."""
 
     def delivered(self, payload: str) -> list[str]:
         with self.lock:
@@ -80,6 +82,22 @@ def make_app(
         ),
         prefix="/doomed",
     )
+
+    required_tasks = APIRouter(
+        route_class=AsyncDelayedRouteBuilder(
+            queue_path=QUEUE,
+            callback_base_url=base_url,
+            client=lambda: async_emulator_client(host=emulator_address),
+            auto_create_queue=False,
+            sink=require_buffer,
+        ),
+        prefix="/required",
+    )
+
+    @required_tasks.post("/hello")
+    async def required(payload: str) -> None:
+        with recorded.lock:
+            recorded.received.append((payload, "required"))
 
     @sync_tasks.post("/hello")
     def hello(payload: str, x_cloudtasks_taskname: str = Header("")) -> None:
@@ -175,6 +193,10 @@ def make_app(
 
         return StreamingResponse(body())
 
+    @app.post("/required")
+    async def delay_required(payload: str) -> dict[str, str]:
+        return {"name": recorded.remember(payload, (await required.delay(payload=payload)).name)}  # type: ignore[attr-defined]
+
     @app.post("/doomed")
     async def doomed(payload: str) -> dict[str, str]:
         return {"name": recorded.remember(payload, (await never.delay(payload=payload)).name)}  # type: ignore[attr-defined]
@@ -192,6 +214,8 @@ def make_app(
     app.include_router(sync_tasks)
     app.include_router(async_tasks)
     app.include_router(doomed_tasks)
+    app.include_router(required_tasks)
+    recorded.required = required
     app.mount("/sub", sub)
 
     async def record_lost(lost: Sequence[LostTask]) -> None:

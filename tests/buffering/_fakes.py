@@ -43,7 +43,7 @@ class RecordingSender:
         self.calls.append(("create", [request.task.name]))
         return self._create(request)
 
-    async def send_async(self, request: tasks_v2.CreateTaskRequest, *, timeout: float) -> tasks_v2.Task:  # noqa: ASYNC109
+    async def send_async(self, request: tasks_v2.CreateTaskRequest, *, timeout: float) -> tasks_v2.Task:
         self.calls.append(("create", [request.task.name]))
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
@@ -57,7 +57,7 @@ class RecordingSender:
         self,
         requests: Sequence[tasks_v2.CreateTaskRequest],
         *,
-        timeout: float,  # noqa: ASYNC109
+        timeout: float,
     ) -> list[tasks_v2.Task | FastAPIGCPTasksError]:
         self.calls.append(("batch", [request.task.name for request in requests]))
         if self.batch_error:

@@ -251,3 +251,19 @@ def test_placeholder_is_the_request_task() -> None:
         placeholder = buffer.submit(task)
     assert isinstance(placeholder, tasks_v2.Task)
     assert placeholder.http_request.url == "http://127.0.0.1/hello"
+
+
+async def test_a_sync_flush_inside_a_loop_logs_instead_of_awaiting_an_async_fallback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sender = RecordingSender()
+    task = prepared(sender)
+    sender.failures[task.name] = [SendError("refused", retryable=False)]
+
+    async def fallback(lost: Sequence[LostTask]) -> None:
+        raise AssertionError("not reachable from a sync flush inside a running loop")
+
+    with task_buffer(fallback=fallback) as buffer:
+        buffer.submit(task)
+    assert buffer.stats.lost == 1
+    assert task.name in caplog.text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -15,7 +16,7 @@ import pytest
 from google.api_core.exceptions import NotFound
 
 from fastapi_gcp_tasks.emulator import Emulator
-from fastapi_gcp_tasks.exception import SendError
+from fastapi_gcp_tasks.exception import BufferRequiredError, SendError
 
 from ._app import QUEUE, Recorded, make_app
 from ._server import bind, serve, url_of
@@ -223,6 +224,17 @@ def test_a_disconnected_client_keeps_what_the_finished_app_delayed(after: Served
     assert recorded.delivered(payload + "-after") == []
 
 
+def test_require_buffer_keeps_inside_a_request_and_refuses_outside(after: Served) -> None:
+    base, recorded, _ = after
+    payload = unique("required")
+    name = httpx.post(f"{base}/required", params={"payload": payload}).json()["name"]
+    wait_for(lambda: (payload, "required") in recorded.received)
+    assert recorded.names[payload] == [name]
+    required = recorded.required
+    with pytest.raises(BufferRequiredError):
+        asyncio.run(required.delay(payload=unique("outside")))
+
+
 def test_a_send_failure_goes_to_the_fallback_and_is_counted(after: Served) -> None:
     base, recorded, _ = after
     payload = unique("doomed")
@@ -258,3 +270,42 @@ def test_a_thousand_concurrent_requests_never_cross_talk(after: Served) -> None:
     for payload in payloads:
         assert recorded.delivered(payload) == [short(names[payload])]
         assert recorded.names[payload] == [names[payload]]
+
+
+async def test_an_unreachable_service_is_retried_then_every_task_logged_as_lost(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from fastapi import APIRouter
+
+    from fastapi_gcp_tasks.async_delayed_route import AsyncDelayedRouteBuilder
+    from fastapi_gcp_tasks.buffering import BufferStats, RetryPolicy, task_buffer
+    from fastapi_gcp_tasks.utils import async_emulator_client
+
+    with socket.socket() as sock:  # a port where nothing listens
+        sock.bind(("127.0.0.1", 0))
+        nowhere = f"127.0.0.1:{sock.getsockname()[1]}"
+    router = APIRouter(
+        route_class=AsyncDelayedRouteBuilder(
+            queue_path=QUEUE,
+            callback_base_url="http://127.0.0.1:9",
+            client=lambda: async_emulator_client(host=nowhere),
+            auto_create_queue=False,
+            task_create_timeout=2,
+        )
+    )
+
+    @router.post("/unreachable")
+    async def unreachable(payload: str) -> None:
+        pass
+
+    stats = BufferStats()
+    retry = RetryPolicy(attempts=3, initial_backoff=0.01, max_backoff=0.02)
+    async with task_buffer(stats=stats, retry=retry, batch_from=2) as buffer:
+        names = [(await unreachable.delay(payload=str(i))).name for i in range(3)]  # type: ignore[attr-defined]
+    assert buffer.report is not None
+    assert sorted(item.name for item in buffer.report.failed) == sorted(names)
+    assert all(isinstance(item.error, SendError) and item.error.retryable for item in buffer.report.failed)
+    assert stats.retried == 6
+    assert stats.lost == 3
+    for name in names:
+        assert name in caplog.text

@@ -223,3 +223,14 @@ def test_the_readme_quickstart_runs_and_a_task_visibly_executes() -> None:
     assert "hello task executing: Hello, Ada!" in output
     assert "hello task executing: Bonjour, Grace!" in output
     assert "2 hello tasks delivered, statuses [200, 200]" in output
+
+
+def test_a_partial_retry_config_compares_equal_to_what_the_service_stores(
+    world: tuple[Emulator, Recorder, Any, Any, Any],
+) -> None:
+    _, _, _, _, report = world
+    handle = report.scheduler(
+        name="partial-retry", schedule="0 1 * * *", retry_config=scheduler_v1.RetryConfig(retry_count=3)
+    )
+    first = handle.schedule()
+    assert handle.schedule().user_update_time == first.user_update_time

@@ -137,3 +137,49 @@ def test_task_default_options_and_per_call_overrides() -> None:
     assert request.parent == other
     assert request.task.name == f"{other}/tasks/t-1"
     assert request.task.http_request.url == "https://elsewhere/d"
+
+
+def test_a_poison_policy_on_the_builder_acknowledges_invalid_payloads() -> None:
+    import httpx
+
+    from fastapi_gcp_tasks import DeadLetter, PoisonPolicy
+
+    dead: list[DeadLetter] = []
+    router = APIRouter(
+        route_class=DelayedRouteBuilder(
+            queue_path=QUEUE,
+            callback_base_url="http://testserver",
+            poison_policy=PoisonPolicy(sink=dead.append),
+        )
+    )
+    record = Recorder()
+
+    @router.post("/strict")
+    def strict(note: Note) -> None:
+        record(note=note)
+
+    app = FastAPI()
+    app.include_router(router)
+    good = replay(app, strict.options().request(note=Note(text="ok")))  # type: ignore[attr-defined]
+    assert good.status_code == 200
+    assert record.calls == [{"note": Note(text="ok")}]
+
+    import asyncio
+
+    async def send_garbage() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            return await client.post(
+                "/strict",
+                content=b'{"wrong": 1}',
+                headers={
+                    "Content-Type": "application/json",
+                    "X-CloudTasks-TaskName": "t1",
+                    "X-CloudTasks-QueueName": "q",
+                },
+            )
+
+    response = asyncio.run(send_garbage())
+    assert response.status_code == 200
+    assert len(dead) == 1
+    assert len(record.calls) == 1

@@ -642,3 +642,46 @@ async def test_schedules_follow_daylight_saving_changes(
     assert [d.headers["X-CloudScheduler-ScheduleTime"] for d in h.service.deliveries] == [
         when.strftime("%Y-%m-%dT%H:%M:%SZ") for when in expected
     ]
+
+
+async def test_update_mask_star_and_nested_paths(h: Harness) -> None:
+    await h.create("u", description="before", retry_config={"retry_count": 1, "max_doublings": 2})
+    job = await h.client.update_job(
+        job=scheduler_v1.Job(name=job_name("u"), retry_config={"retry_count": 3}),
+        update_mask=field_mask_pb2.FieldMask(paths=["retry_config.retry_count"]),
+    )
+    assert (job.retry_config.retry_count, job.retry_config.max_doublings) == (3, 2)
+    job = await h.client.update_job(
+        job=scheduler_v1.Job(name=job_name("u"), schedule="0 0 * * *", http_target={"uri": "https://other/"}),
+        update_mask=field_mask_pb2.FieldMask(paths=["*"]),
+    )
+    assert job.description == ""
+    assert job.retry_config.retry_count == 0
+    assert job.http_target.uri == "https://other/"
+
+
+async def test_oauth_tokens_are_accepted_but_not_sent(h: Harness) -> None:
+    await h.create(
+        "oauth", http_target={"uri": "http://worker/status/200", "oauth_token": {"service_account_email": "a@b"}}
+    )
+    await h.client.run_job(name=job_name("oauth"))
+    await h.service.run_due()
+    ((_, _, headers, _),) = h.worker.calls
+    assert "authorization" not in headers
+
+
+async def test_pausing_drops_a_pending_retry(h: Harness) -> None:
+    await h.create(
+        "paused-retry",
+        http_target={"uri": "http://worker/status/500"},
+        retry_config={"retry_count": 5, "min_backoff_duration": dt.timedelta(seconds=10)},
+    )
+    h.advance_to(at(2026, 3, 1, 12, 5))
+    await h.service.run_due()
+    assert (await h.client.get_job(name=job_name("paused-retry"))).schedule_time == at(2026, 3, 1, 12, 5, 10)
+    await h.client.pause_job(name=job_name("paused-retry"))
+    h.advance_to(at(2026, 3, 1, 12, 7))
+    assert await h.service.run_due() == 0
+    resumed = await h.client.resume_job(name=job_name("paused-retry"))
+    assert resumed.schedule_time == at(2026, 3, 1, 12, 10)
+    assert len(h.service.deliveries) == 1

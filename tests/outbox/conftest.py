@@ -1,4 +1,4 @@
-"""Real databases for the outbox tests: one fresh database per test module and backend.
+"""Real databases and a real emulator for the outbox tests: one fresh database per test module and backend.
 
 DSNs default to the local servers and can be overridden with FASTAPI_GCP_TASKS_TEST_POSTGRES_URL and
 FASTAPI_GCP_TASKS_TEST_MYSQL_URL. A server that does not answer skips its tests locally and fails them in CI.
@@ -11,14 +11,18 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from fastapi import APIRouter, FastAPI
 from sqlalchemy import URL, Engine, create_engine, make_url, text
 from sqlalchemy.exc import OperationalError
 
-from outbox import OutboxStore, migrate
+from fastapi_gcp_tasks import AsyncDelayedRouteBuilder, DelayedRouteBuilder, async_emulator_client, emulator_client
+from fastapi_gcp_tasks.emulator import Emulator
+from outbox import OutboxStore, migrate, outbox_sink
 from outbox._engine import relay_engine
-from tests.outbox.support import OutboxDb
+from tests.outbox.support import QUEUE, OutboxDb, World
 
 POSTGRES_URL = os.environ.get(
     "FASTAPI_GCP_TASKS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -94,3 +98,43 @@ def db(outbox_db: OutboxDb) -> OutboxDb:
     """The module's database, emptied before the test."""
     outbox_db.clean()
     return outbox_db
+
+
+@pytest.fixture
+def world() -> Iterator[World]:
+    holder: dict[str, FastAPI] = {}
+
+    async def asgi(scope: Any, receive: Any, send: Any) -> None:
+        await holder["app"](scope, receive, send)
+
+    with Emulator(deliver_to=asgi, queues=[QUEUE]) as emulator:
+        address = emulator.address
+        common: dict[str, Any] = {"queue_path": QUEUE, "callback_base_url": "http://testserver"}
+        outboxed = APIRouter(
+            route_class=DelayedRouteBuilder(client=lambda: emulator_client(host=address), sink=outbox_sink(), **common)
+        )
+        outboxed_async = APIRouter(
+            route_class=AsyncDelayedRouteBuilder(
+                client=lambda: async_emulator_client(host=address), sink=outbox_sink(), **common
+            )
+        )
+        direct = APIRouter(route_class=DelayedRouteBuilder(client=lambda: emulator_client(host=address), **common))
+        received: list[str] = []
+
+        @outboxed.post("/hello")
+        def hello(name: str) -> None:
+            received.append(name)
+
+        @outboxed_async.post("/hello-async")
+        async def hello_async(name: str) -> None:
+            received.append(name)
+
+        @direct.post("/direct")
+        def direct_hello(name: str) -> None:
+            received.append(name)
+
+        app = FastAPI()
+        for router in (outboxed, outboxed_async, direct):
+            app.include_router(router)
+        holder["app"] = app
+        yield World(emulator, hello, hello_async, direct_hello, received)

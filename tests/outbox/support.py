@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from google.cloud import tasks_v2
 from sqlalchemy import Engine, delete, text
@@ -14,8 +14,17 @@ from sqlalchemy.orm import Session
 
 from fastapi_gcp_tasks._dispatch import PreparedTask
 from fastapi_gcp_tasks._naming import new_task_id, task_name
+from fastapi_gcp_tasks.emulator import Emulator
 from fastapi_gcp_tasks.exception import FastAPIGCPTasksError, SendError, TaskAlreadyExistsError
-from outbox import OutboxSink, OutboxStore, RelaySettings, dead_letter_table, outbox_table
+from outbox import (
+    CloudTasksRelayClient,
+    OutboxSink,
+    OutboxStore,
+    Relay,
+    RelaySettings,
+    dead_letter_table,
+    outbox_table,
+)
 
 
 @dataclass
@@ -136,3 +145,16 @@ def fast_settings(**overrides: Any) -> RelaySettings:
     }
     values.update(overrides)
     return RelaySettings(**values)
+
+
+@dataclass
+class World:
+    emulator: Emulator
+    hello: Any
+    hello_async: Any
+    direct: Any
+    received: list[str] = field(default_factory=list)
+
+    def relay(self, db: OutboxDb, mode: Literal["batch", "concurrent"] = "batch", **settings: Any) -> Relay:
+        client = CloudTasksRelayClient.for_emulator(self.emulator.address, mode=mode)
+        return Relay(db.engine, client, fast_settings(**settings))

@@ -6,6 +6,7 @@ them with `OIDCVerifier`, exactly as it would verify Google's.
 
 from __future__ import annotations
 
+import datetime as dt
 import socket
 import threading
 import time
@@ -17,14 +18,14 @@ import pytest
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, HTTPException
 from fastapi.routing import APIRoute
-from google.cloud import tasks_v2
+from google.cloud import scheduler_v1, tasks_v2
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from pydantic import BaseModel
 
 from fastapi_gcp_tasks.delayed_route import DelayedRouteBuilder
-from fastapi_gcp_tasks.dependencies import CloudTasksHeaders, max_retries
+from fastapi_gcp_tasks.dependencies import CloudSchedulerHeaders, CloudTasksHeaders, max_retries
 from fastapi_gcp_tasks.emulator import Emulator, ManualClock
 from fastapi_gcp_tasks.hooks import oidc_delayed_hook
 from fastapi_gcp_tasks.oidc import OIDCVerifier
@@ -273,3 +274,47 @@ def test_over_real_http_into_uvicorn() -> None:
     assert statuses["o-8b"][0] == 403
     assert statuses["o-9"] == [500, 500, 500, 200]
     assert [letter.reason for letter in worker.letters] == ["max_retries"]
+
+
+def test_scheduler_headers_and_token_from_the_emulators_scheduler() -> None:
+    # Tokens are stamped with the emulator's clock and checked against the real one: stay near now.
+    start = dt.datetime.now(dt.UTC).replace(second=30, microsecond=0)
+    clock = ManualClock(start)
+    seen: list[CloudSchedulerHeaders] = []
+    holder: dict[str, FastAPI] = {}
+
+    async def deliver_to(scope: Any, receive: Any, send: Any) -> None:
+        await holder["app"](scope, receive, send)
+
+    with Emulator(clock=clock, deliver_to=deliver_to) as emu:
+        verify = OIDCVerifier(
+            audience=AUDIENCE, service_accounts=ACCOUNT, issuers=emu.issuer, jwks_url=emu.jwks_url, leeway=120
+        )
+        app = FastAPI()
+
+        @app.post("/cron/nightly", dependencies=[Depends(verify)])
+        async def nightly(meta: CloudSchedulerHeaders = Depends()) -> None:
+            seen.append(meta)
+
+        holder["app"] = app
+        emu.scheduler_client().create_job(
+            parent="projects/test-project/locations/europe-west1",
+            job=scheduler_v1.Job(
+                name="projects/test-project/locations/europe-west1/jobs/nightly",
+                schedule="* * * * *",
+                time_zone="UTC",
+                http_target=scheduler_v1.HttpTarget(
+                    uri=f"{BASE_URL}/cron/nightly",
+                    http_method=scheduler_v1.HttpMethod.POST,
+                    oidc_token=scheduler_v1.OidcToken(service_account_email=ACCOUNT, audience=AUDIENCE),
+                ),
+            ),
+        )
+        clock.advance(31)
+        emu.wait_until_idle(timeout=15)
+        statuses = [d.status for d in emu.deliveries]
+    assert statuses == [200]
+    [meta] = seen
+    assert meta.from_scheduler is True
+    assert meta.job_name == "nightly"
+    assert meta.schedule_time == start.replace(second=0) + dt.timedelta(minutes=1)

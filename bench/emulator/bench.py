@@ -1,0 +1,267 @@
+"""Our emulator against gcloud-tasks-emulator 0.6.2, side by side in one run; prints a Markdown table.
+
+Run from the repository root with the project venv: `.venv/bin/python bench/emulator/bench.py`
+(`--quick` for smaller counts). The peer runs in its own venv, created by `bench/emulator/peer.sh`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from google.cloud import tasks_v2
+
+from fastapi_gcp_tasks.utils import async_emulator_client, emulator_client
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+LOCATION = "projects/bench/locations/here"
+QUEUES = [f"{LOCATION}/queues/q{index}" for index in range(8)]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"process {process.args} did not listen on {port}") from None
+            time.sleep(0.05)
+
+
+@contextmanager
+def running(args: list[str], port: int) -> Iterator[subprocess.Popen[bytes]]:
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    try:
+        wait_for_port(port, process)
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def ours_command(port: int) -> list[str]:
+    args = [sys.executable, "-m", "fastapi_gcp_tasks.emulator", "--port", str(port), "--http-port", "0"]
+    args += ["--log-level", "ERROR"]
+    for queue in QUEUES:
+        args += ["--queue", queue]
+    return args
+
+
+def peer_command(port: int) -> list[str]:
+    python = subprocess.run([str(HERE / "peer.sh")], capture_output=True, text=True, check=True).stdout.split()[-1]
+    args = [python, "-m", "gcloud_tasks_emulator", "start", "-p", str(port), "-q"]
+    for queue in QUEUES:
+        args += ["-d", queue]
+    return args
+
+
+@dataclass
+class Result:
+    name: str
+    rows: dict[str, str] = field(default_factory=dict)
+
+
+def task(url: str, stamp: bool = False) -> tasks_v2.Task:
+    body = json.dumps({"t": time.time() if stamp else 0}).encode()
+    return tasks_v2.Task(
+        http_request=tasks_v2.HttpRequest(url=url, body=body, headers={"Content-Type": "application/json"})
+    )
+
+
+def measure_cpu(pid: int, count: int, run: Callable[[], None]) -> tuple[float, float]:
+    """(tasks per second, emulator CPU ms per task) of `run`, which creates `count` tasks."""
+    cpu_before = cpu_seconds(pid)
+    started = time.perf_counter()
+    run()
+    elapsed = time.perf_counter() - started
+    return count / elapsed, 1000 * (cpu_seconds(pid) - cpu_before) / count
+
+
+async def create_concurrently(address: str, url: str, count: int, concurrency: int, queues: list[str]) -> None:
+    client = async_emulator_client(host=address)
+    semaphore = asyncio.Semaphore(concurrency)
+
+    async def one(index: int) -> None:
+        async with semaphore:
+            await client.create_task(parent=queues[index % len(queues)], task=task(url))
+
+    await asyncio.gather(*(one(index) for index in range(count)))
+    await client.transport.close()
+
+
+def worker_stats(worker: str) -> dict[str, object]:
+    return dict(httpx.get(f"{worker}/stats", timeout=10).json())
+
+
+def wait_count(worker: str, count: int, timeout: float) -> float:
+    """Seconds until the worker has seen `count` tasks (inf on timeout)."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout:
+        if int(str(worker_stats(worker)["count"])) >= count:
+            return time.perf_counter() - started
+        time.sleep(0.005)
+    return float("inf")
+
+
+async def worker_capacity(worker: str, count: int, concurrency: int = 50) -> float:
+    """The worker's own max request rate: `count` POSTs, `concurrency` at a time, one keep-alive pool."""
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits) as client:
+        semaphore = asyncio.Semaphore(concurrency)
+
+        async def one() -> None:
+            async with semaphore:
+                response = await client.post(f"{worker}/task", content=b'{"t": 0}')
+                response.raise_for_status()
+
+        await asyncio.gather(*(one() for _ in range(200)))
+        started = time.perf_counter()
+        await asyncio.gather(*(one() for _ in range(count)))
+        return count / (time.perf_counter() - started)
+
+
+def bench_emulator(name: str, command: list[str], port: int, worker: str, sizes: dict[str, int]) -> Result:
+    result = Result(name)
+    url = f"{worker}/task"
+    address = f"127.0.0.1:{port}"
+    with running(command, port) as process:
+        client = emulator_client(host=address)
+        q0 = QUEUES[0]
+        client.pause_queue(name=q0)
+        for _ in range(100):
+            client.create_task(parent=q0, task=task(url))
+
+        def sync_creates() -> None:
+            for _ in range(sizes["sync"]):
+                client.create_task(parent=q0, task=task(url))
+
+        rate, cpu = measure_cpu(process.pid, sizes["sync"], sync_creates)
+        result.rows["create rate, sync, 1 at a time (tasks/s)"] = f"{rate:,.0f}"
+        result.rows["emulator CPU per created task, sync (ms)"] = f"{cpu:.3f}"
+        client.purge_queue(name=q0)
+
+        rate, cpu = measure_cpu(
+            process.pid, sizes["async"], lambda: asyncio.run(create_concurrently(address, url, sizes["async"], 50, [q0]))
+        )
+        result.rows["create rate, async, 50 concurrent (tasks/s)"] = f"{rate:,.0f}"
+        result.rows["emulator CPU per created task, async 50 (ms)"] = f"{cpu:.3f}"
+        client.purge_queue(name=q0)
+
+        if name == "fastapi-gcp-tasks":
+            batches = sizes["async"] // 100
+
+            def batch_creates() -> None:
+                for _ in range(batches):
+                    requests = [tasks_v2.CreateTaskRequest(parent=q0, task=task(url)) for _ in range(100)]
+                    client.batch_create_tasks(
+                        request=tasks_v2.BatchCreateTasksRequest(parent=q0, requests=requests)
+                    ).result()
+
+            rate, cpu = measure_cpu(process.pid, batches * 100, batch_creates)
+            result.rows["create rate, batch_create_tasks x100 (tasks/s)"] = f"{rate:,.0f}"
+            result.rows["emulator CPU per created task, batch x100 (ms)"] = f"{cpu:.3f}"
+            client.purge_queue(name=q0)
+        else:
+            result.rows["create rate, batch_create_tasks x100 (tasks/s)"] = "n/a"
+            result.rows["emulator CPU per created task, batch x100 (ms)"] = "n/a"
+
+        # create-to-delivery latency, one task at a time on a running queue
+        q1 = QUEUES[1]
+        httpx.post(f"{worker}/reset")
+        for _ in range(sizes["latency"]):
+            client.create_task(parent=q1, task=task(url, stamp=True))
+            time.sleep(0.01)
+        wait_count(worker, sizes["latency"], 60)
+        latencies = sorted(float(x) for x in worker_stats(worker)["latencies"])  # type: ignore[attr-defined]
+        if latencies:
+            p50 = statistics.median(latencies)
+            p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+            result.rows["create-to-delivery p50 (ms)"] = f"{1000 * p50:.1f}"
+            result.rows["create-to-delivery p99 (ms)"] = f"{1000 * p99:.1f}"
+        result.rows["latency tasks delivered"] = f"{len(latencies)}/{sizes['latency']}"
+
+        # drain: tasks waiting in paused queues, then every queue resumed at once
+        count = sizes["drain"] if name == "fastapi-gcp-tasks" else sizes["peer_drain"]
+        for queue in QUEUES:
+            client.pause_queue(name=queue)
+        asyncio.run(create_concurrently(address, url, count, 50, QUEUES))
+        httpx.post(f"{worker}/reset")
+        cpu_before = cpu_seconds(process.pid)
+        started = time.perf_counter()
+        for queue in QUEUES:
+            client.resume_queue(name=queue)
+        elapsed = wait_count(worker, count, 300)
+        drain_cpu = cpu_seconds(process.pid) - cpu_before
+        elapsed = min(elapsed, time.perf_counter() - started)
+        result.rows["drain rate into the worker (tasks/s)"] = f"{count / elapsed:,.0f}"
+        result.rows["emulator CPU per delivered task (ms)"] = f"{1000 * drain_cpu / count:.3f}"
+        result.rows["drain tasks"] = str(count)
+        client.transport.close()
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smaller counts, for a smoke run")
+    args = parser.parse_args()
+    sizes = (
+        {"sync": 300, "async": 500, "latency": 50, "drain": 600, "peer_drain": 100, "capacity": 600}
+        if args.quick
+        else {"sync": 2000, "async": 3000, "latency": 300, "drain": 6000, "peer_drain": 600, "capacity": 6000}
+    )
+    worker_port = free_port()
+    worker = f"http://127.0.0.1:{worker_port}"
+    worker_command = [
+        sys.executable, "-m", "uvicorn", "--app-dir", str(HERE), "worker:app",
+        "--port", str(worker_port), "--log-level", "warning", "--no-access-log",
+    ]  # fmt: skip
+    with running(worker_command, worker_port):
+        capacity = asyncio.run(worker_capacity(worker, sizes["capacity"]))
+        results = [
+            bench_emulator("fastapi-gcp-tasks", ours_command(port := free_port()), port, worker, sizes),
+            bench_emulator("gcloud-tasks-emulator 0.6.2", peer_command(port := free_port()), port, worker, sizes),
+        ]
+    for result in results:
+        drain = float(result.rows["drain rate into the worker (tasks/s)"].replace(",", ""))
+        result.rows["drain as a share of the worker's own max rate"] = f"{100 * drain / capacity:.0f}%"
+    print(f"\nworker (FastAPI on uvicorn, 1 process) own max rate: {capacity:,.0f} requests/s (httpx, 50 concurrent)\n")
+    names = [result.name for result in results]
+    print("| measure | " + " | ".join(names) + " |")
+    print("| --- | " + " | ".join("---:" for _ in names) + " |")
+    for key in results[0].rows:
+        print(f"| {key} | " + " | ".join(result.rows.get(key, "") for result in results) + " |")
+
+
+if __name__ == "__main__":
+    main()

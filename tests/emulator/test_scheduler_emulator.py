@@ -1,0 +1,118 @@
+"""Cloud Scheduler end to end through `Emulator`: official client, OIDC verified by the worker, real HTTP."""
+
+from __future__ import annotations
+
+import datetime as dt
+import socket
+import threading
+import time
+from typing import Any
+
+import uvicorn
+from fastapi import Depends, FastAPI, Request
+from google.cloud import scheduler_v1
+
+from fastapi_gcp_tasks.dependencies import CloudSchedulerHeaders
+from fastapi_gcp_tasks.emulator import Emulator, ManualClock
+from fastapi_gcp_tasks.oidc import OIDCClaims, OIDCVerifier
+
+from ._scheduler_support import PARENT, job_name
+
+ACCOUNT = "cron@test-project.iam.gserviceaccount.com"
+
+
+class Worker:
+    """An app whose endpoint needs a valid token; the verifier is made once the emulator's issuer is known."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+        self.verify: OIDCVerifier | None = None
+        self.app = FastAPI()
+
+        async def verified(request: Request) -> OIDCClaims:
+            assert self.verify is not None
+            return await self.verify(request)
+
+        @self.app.post("/tick")
+        def tick(meta: CloudSchedulerHeaders = Depends(), claims: OIDCClaims = Depends(verified)) -> None:
+            self.calls.append({"job": meta.job_name, "scheduled": meta.schedule_time, "email": claims.email})
+
+    def trust(self, emu: Emulator) -> None:
+        # the manual clock may run up to a minute ahead of real time: allow for it in `iat`
+        self.verify = OIDCVerifier(
+            audience="https://worker.example",
+            service_accounts=ACCOUNT,
+            issuers=emu.issuer,
+            jwks_url=emu.jwks_url,
+            leeway=120,
+        )
+
+
+def test_jobs_fire_into_the_app_with_a_token_the_worker_verifies() -> None:
+    worker = Worker()
+    calls = worker.calls
+    clock = ManualClock(dt.datetime.now(dt.UTC).replace(second=0, microsecond=0))
+    with Emulator(clock=clock, deliver_to=worker.app) as emu:
+        worker.trust(emu)
+        client = emu.scheduler_client()
+        job = client.create_job(
+            parent=PARENT,
+            job=scheduler_v1.Job(
+                name=job_name("tick"),
+                schedule="* * * * *",
+                http_target={
+                    "uri": "http://testserver/tick",
+                    "oidc_token": {"service_account_email": ACCOUNT, "audience": "https://worker.example"},
+                },
+            ),
+        )
+        client.run_job(name=job.name)
+        emu.wait_until_idle()
+        clock.set(job.schedule_time)
+        emu.wait_until_idle()
+
+        assert [call["scheduled"] for call in calls] == [clock.now() - dt.timedelta(minutes=1), job.schedule_time]
+        assert {call["job"] for call in calls} == {"tick"}
+        assert {call["email"] for call in calls} == {ACCOUNT}
+        assert [record.status for record in emu.deliveries] == [200, 200]
+        assert client.get_job(name=job.name).schedule_time == job.schedule_time + dt.timedelta(minutes=1)
+
+
+def test_over_real_http_in_real_time() -> None:
+    calls: list[dict[str, str]] = []
+    app = FastAPI()
+
+    @app.put("/cron/{name}")
+    def cron(name: str, meta: CloudSchedulerHeaders = Depends()) -> None:
+        calls.append({"name": name, "job": meta.job_name or ""})
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    try:
+        with Emulator() as emu:
+            client = emu.scheduler_client()
+            client.create_job(
+                parent=PARENT,
+                job=scheduler_v1.Job(
+                    name=job_name("real"),
+                    schedule="0 0 1 1 *",
+                    http_target={"uri": f"http://127.0.0.1:{port}/cron/x", "http_method": "PUT", "body": b"{}"},
+                ),
+            )
+            client.run_job(name=job_name("real"))
+            deadline = time.monotonic() + 10
+            while not emu.deliveries and time.monotonic() < deadline:
+                time.sleep(0.01)
+            emu.wait_until_idle()
+            assert calls == [{"name": "x", "job": "real"}]
+            (record,) = emu.deliveries
+            assert (record.method, record.status) == ("PUT", 200)
+            assert client.get_job(name=job_name("real")).status.code == 0
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        listener.close()
