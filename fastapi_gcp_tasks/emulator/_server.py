@@ -26,7 +26,7 @@ from fastapi_gcp_tasks.emulator._types import Clock, Deliverer
 
 __all__ = ["EmulatorServer", "is_loopback"]
 
-_GRPC_THREADS = 4
+_GRPC_THREADS = 8
 
 
 class _AbortedError(Exception):
