@@ -1,9 +1,4 @@
 """fastapi-cloud-tasks' `decorators` module: the same names from `fastapi_gcp_tasks.decorators`."""
 
-from fastapi_gcp_tasks.decorators import (
-    task_default_options,
-)
-
-__all__ = [
-    "task_default_options",
-]
+from fastapi_gcp_tasks.decorators import *  # noqa: F403
+from fastapi_gcp_tasks.decorators import __all__ as __all__

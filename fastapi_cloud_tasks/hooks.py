@@ -1,27 +1,4 @@
 """fastapi-cloud-tasks' `hooks` module: the same names from `fastapi_gcp_tasks.hooks`."""
 
-from fastapi_gcp_tasks.hooks import (
-    DelayedTaskHook,
-    ScheduledHook,
-    chained_hook,
-    deadline_delayed_hook,
-    deadline_scheduled_hook,
-    noop_hook,
-    oauth_delayed_hook,
-    oauth_scheduled_hook,
-    oidc_delayed_hook,
-    oidc_scheduled_hook,
-)
-
-__all__ = [
-    "DelayedTaskHook",
-    "ScheduledHook",
-    "chained_hook",
-    "deadline_delayed_hook",
-    "deadline_scheduled_hook",
-    "noop_hook",
-    "oauth_delayed_hook",
-    "oauth_scheduled_hook",
-    "oidc_delayed_hook",
-    "oidc_scheduled_hook",
-]
+from fastapi_gcp_tasks.hooks import *  # noqa: F403
+from fastapi_gcp_tasks.hooks import __all__ as __all__

@@ -34,18 +34,23 @@ EMULATOR_HOST_ENV = "FASTAPI_GCP_TASKS_EMULATOR_HOST"
 C = TypeVar("C")
 
 
-class SyncClientSource(Generic[C]):
-    """A client given as an instance, a zero-argument factory, or None for the process default."""
+class _ClientSource(Generic[C]):
+    """A client given as an instance, a zero-argument factory, or None for the default factory."""
 
     def __init__(self, client: C | Callable[[], C] | None, default: Callable[[], C]) -> None:
         self._instance: C | None = None
-        self._factory: Callable[[], C]
-        if client is None:
-            self._factory = default
-        elif callable(client) and not _is_client(client):
+        self._factory: Callable[[], C] = default
+        if client is not None and callable(client) and not _is_client(client):
             self._factory = client
-        else:
+        elif client is not None:
             self._instance = client  # type: ignore[assignment]
+
+
+class SyncClientSource(_ClientSource[C]):
+    """One client per process: a forked child makes its own (gRPC channels must not cross `fork()`)."""
+
+    def __init__(self, client: C | Callable[[], C] | None, default: Callable[[], C]) -> None:
+        super().__init__(client, default)
         self._created: tuple[int, C] | None = None
         self._lock = threading.Lock()
 
@@ -64,18 +69,11 @@ class SyncClientSource(Generic[C]):
         return created[1]
 
 
-class AsyncClientSource(Generic[C]):
+class AsyncClientSource(_ClientSource[C]):
     """An async client per running event loop (a `grpc.aio` channel cannot move between loops)."""
 
     def __init__(self, client: C | Callable[[], C] | None, default: Callable[[], C]) -> None:
-        self._instance: C | None = None
-        self._factory: Callable[[], C]
-        if client is None:
-            self._factory = default
-        elif callable(client) and not _is_client(client):
-            self._factory = client
-        else:
-            self._instance = client  # type: ignore[assignment]
+        super().__init__(client, default)
         self._per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, C] = weakref.WeakKeyDictionary()
 
     def get(self) -> C:

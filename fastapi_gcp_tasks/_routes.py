@@ -122,19 +122,7 @@ def delayed_route_class(
             endpoint_defaults: Mapping[str, Any] = getattr(endpoint, DEFAULT_OPTIONS_ATTR, None) or {}
             self._task_defaults = {**builder_options, **endpoint_defaults}
             self.task_delayer = self._delayer(self._task_defaults, endpoint_defaults.get("client"))
-            delayer = self.task_delayer
-            if is_async:
-
-                async def delay(*args: Any, **values: Any) -> tasks_v2.Task:
-                    _positional_guard("delay", args)
-                    return await delayer.delay_async(values)
-
-            else:
-
-                def delay(*args: Any, **values: Any) -> tasks_v2.Task:  # type: ignore[misc]
-                    _positional_guard("delay", args)
-                    return delayer.delay(values)
-
+            delay = _DelayHandle(self.task_delayer, is_async=is_async).delay
             functools.update_wrapper(delay, endpoint, assigned=("__module__", "__qualname__", "__doc__"))
             _attach(self, {"delay": delay, "options": self.task_options})
 

@@ -52,7 +52,9 @@ async def measure(app: Any, iterations: int, warmup: int) -> dict[str, dict[str,
             answered: list[float] = []
             status: list[int] = []
 
-            async def send(message: MutableMapping[str, Any], answered: list[float] = answered) -> None:
+            async def send(
+                message: MutableMapping[str, Any], answered: list[float] = answered, status: list[int] = status
+            ) -> None:
                 if message["type"] == "http.response.start":
                     status.append(message["status"])
                 elif message["type"] == "http.response.body" and not message.get("more_body", False):

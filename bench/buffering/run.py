@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import random
 import shutil
@@ -192,6 +193,18 @@ async def throughput(url: str, seconds: float, concurrency: int) -> float:
         return done / (time.perf_counter() - start)
 
 
+def in_process(mode: str, address: str, peer_python: Path | None, iterations: int) -> dict[str, dict[str, float]]:
+    """Medians from `inproc.py`: the mode's app driven with ASGI messages in a process of its own."""
+    python = str(peer_python) if mode.startswith("peer") else sys.executable
+    module = "peer_app" if mode.startswith("peer") else "app"
+    env = {**os.environ, "BENCH_MODE": mode, "BENCH_EMULATOR": address, "BENCH_QUEUE": QUEUE, "PYTHONPATH": ""}
+    result = subprocess.run(
+        [python, "inproc.py", module, str(iterations)], cwd=HERE, env=env, capture_output=True, text=True, check=True
+    )
+    timings: dict[str, dict[str, float]] = json.loads(result.stdout)
+    return timings
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -205,6 +218,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=2.0, help="throughput run per mode and endpoint")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--inproc", type=int, default=500, help="in-process iterations per endpoint (0: skip)")
     args = parser.parse_args()
     modes = args.modes.split(",")
     peer_python = ensure_peer_venv() if any(m.startswith("peer") for m in modes) else None
@@ -245,23 +259,35 @@ def main() -> int:
                     f"| {statistics.median(inside):.3f} | {percentile(inside, 0.99):.3f} "
                     f"| {rates[(mode, n)]:.0f} | {calls[(mode, n)]} |"
                 )
+        inproc: dict[str, dict[str, dict[str, float]]] = {}
+        if args.inproc:
+            for mode in modes:
+                inproc[mode] = in_process(mode, address, peer_python, args.inproc)
+            print()
+            print(f"In process (ASGI messages, no sockets), median of {args.inproc} calls per row:")
+            print()
+            print("| mode | delays | us until the response is sent | us until the ASGI call returns |")
+            print("| --- | ---: | ---: | ---: |")
+            for mode in modes:
+                for n in DELAYS:
+                    row = inproc[mode][f"/d{n}"]
+                    print(f"| {mode} | {n} | {row['to_response']:.0f} | {row['total']:.0f} |")
+
         if "buffered_after" in modes:
             base = statistics.median(samples[("buffered_after", 0)])
             one = statistics.median(samples[("buffered_after", 1)])
             print()
-            change = 100 * (one / base - 1)
-            print(f"buffered_after: p50 with 1 delay {one:.3f} ms vs 0 delays {base:.3f} ms: {change:+.1f}%")
+            print("Target: buffered after the response, 1 delay, against the p50 of the 0-delay endpoint")
+            print(f"  over HTTP, client side: {one:.3f} ms vs {base:.3f} ms = {100 * (one / base - 1):+.1f}%")
             inside_base = statistics.median(server_side[("buffered_after", 0)])
             inside_one = statistics.median(server_side[("buffered_after", 1)])
-            print(
-                f"buffered_after, server side until the response is sent: 1 delay adds "
-                f"{1000 * (inside_one - inside_base):.0f} us = {100 * (inside_one - inside_base) / base:+.1f}% "
-                "of the client-side p50 of the 0-delay endpoint"
-            )
-            if "immediate_async" in modes:
-                plain = statistics.median(samples[("immediate_async", 0)])
-                change = 100 * (one / plain - 1)
-                print(f"buffered_after 1 delay vs immediate_async 0 delays (no middleware): {change:+.1f}%")
+            added = inside_one - inside_base
+            share = 100 * added / base
+            print(f"  over HTTP, server side until the response is sent: {1000 * added:+.0f} us = {share:+.1f}%")
+            if inproc:
+                rows = inproc["buffered_after"]
+                added = (rows["/d1"]["to_response"] - rows["/d0"]["to_response"]) / 1000
+                print(f"  in process until the response is sent: {1000 * added:+.0f} us = {100 * added / base:+.1f}%")
     return 0
 
 
