@@ -221,7 +221,10 @@ class JobSync:
             try:
                 current = client.get_job(name=desired.name, timeout=timeout)
             except core.NotFound:
-                return client.create_job(parent=self.config.location_path, job=desired, timeout=timeout)
+                try:
+                    return client.create_job(parent=self.config.location_path, job=desired, timeout=timeout)
+                except core.AlreadyExists:  # another process created it meanwhile: compare with theirs
+                    current = client.get_job(name=desired.name, timeout=timeout)
             mask = changed_fields(current, desired, force=self.config.force)
             if not mask:
                 return current
@@ -238,7 +241,10 @@ class JobSync:
             try:
                 current = await client.get_job(name=desired.name, timeout=timeout)
             except core.NotFound:
-                return await client.create_job(parent=self.config.location_path, job=desired, timeout=timeout)
+                try:
+                    return await client.create_job(parent=self.config.location_path, job=desired, timeout=timeout)
+                except core.AlreadyExists:  # another process created it meanwhile: compare with theirs
+                    current = await client.get_job(name=desired.name, timeout=timeout)
             mask = changed_fields(current, desired, force=self.config.force)
             if not mask:
                 return current

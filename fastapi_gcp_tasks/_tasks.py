@@ -275,7 +275,10 @@ class RouteSender:
                 return
             from fastapi_gcp_tasks.utils import ensure_queue
 
-            ensure_queue(client=client, path=parent)
+            try:
+                ensure_queue(client=client, path=parent)
+            except core.PermissionDenied:
+                _log_cannot_create(parent)
             self._ensured.add(key)
 
     async def _ensure_queue_async(self, client: tasks_v2.CloudTasksAsyncClient, parent: str) -> None:
@@ -286,8 +289,16 @@ class RouteSender:
             return
         from fastapi_gcp_tasks.utils import ensure_queue_async
 
-        await ensure_queue_async(client=client, path=parent)
+        try:
+            await ensure_queue_async(client=client, path=parent)
+        except core.PermissionDenied:
+            _log_cannot_create(parent)
         self._ensured.add(key)
+
+
+def _log_cannot_create(parent: str) -> None:
+    # roles/cloudtasks.enqueuer may create tasks but not queues: the queue is then managed elsewhere.
+    logger.info("not allowed to create queue %s; assuming it exists (set auto_create_queue=False)", parent)
 
 
 class Delayer:
