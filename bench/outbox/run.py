@@ -181,7 +181,7 @@ def fill(count: int) -> None:
     engine.dispose()
 
 
-def _relay_process(url: str, target: str, go: Any, results: Any) -> None:
+def _relay_process(url: str, target: str, ready: Any, go: Any, results: Any) -> None:
     client: Any = NullRelayClient() if target == "null" else CloudTasksRelayClient.for_emulator(target, mode="batch")
     settings = RelaySettings(batch_size=100, concurrency=4, listen=False, poll_interval=0.05, stats_interval=3600)
     relay = Relay(url, client, settings)
@@ -193,6 +193,7 @@ def _relay_process(url: str, target: str, go: Any, results: Any) -> None:
 
     with relay.engine.connect():
         pass  # connect before the clock starts
+    ready.put(os.getpid())
     go.wait()
 
     async def main() -> None:
@@ -209,11 +210,14 @@ def bench_relays(count: int, relays: int, target: str) -> tuple[float, float, fl
     fill(count)
     ctx = mp.get_context("spawn")
     go = ctx.Event()
+    ready = ctx.Queue()
     results = ctx.Queue()
-    processes = [ctx.Process(target=_relay_process, args=(_url(), target, go, results)) for _ in range(relays)]
+    processes = [ctx.Process(target=_relay_process, args=(_url(), target, ready, go, results)) for _ in range(relays)]
     for process in processes:
         process.start()
-    time.sleep(6.0)  # let them import and connect
+    for _ in processes:
+        ready.get(timeout=120)  # every relay has imported and connected
+    time.sleep(0.5)
     started = time.time()
     go.set()
     finished = [results.get(timeout=600) for _ in processes]
