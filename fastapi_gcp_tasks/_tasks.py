@@ -357,7 +357,7 @@ class Delayer:
         if self._hook is not None:
             request = self._hook(request)
             _check_hooked(request)
-        size = request.task._pb.ByteSize()
+        size = request._pb.task.ByteSize()
         if size > MAX_TASK_BYTES:
             raise TaskLimitError(
                 f"{self.plan.endpoint_name}.delay(): the task would be {size} bytes; Cloud Tasks accepts at most "

@@ -194,10 +194,10 @@ class NullRelayClient:
         self.calls += 1
         results: list[tasks_v2.Task | FastAPIGCPTasksError] = []
         for request in requests:
-            name = request.task.name
-            if name in self.names:
-                results.append(TaskAlreadyExistsError(name))
+            task = tasks_v2.CreateTaskRequest.pb(request).task  # the raw message: no proto-plus wrapping cost
+            if task.name in self.names:
+                results.append(TaskAlreadyExistsError(task.name))
             else:
-                self.names.add(name)
-                results.append(request.task)
+                self.names.add(task.name)
+                results.append(tasks_v2.Task.wrap(task))
         return results

@@ -306,7 +306,7 @@ class Relay:
             except Exception as exc:  # noqa: BLE001  # protobuf raises several unrelated types; the row is recorded
                 outcome.dead.append((row.id, f"undecodable request: {exc!r}"))
                 continue
-            by_queue.setdefault(request.parent, []).append((row, request))
+            by_queue.setdefault(row.queue_path, []).append((row, request))
         results = await asyncio.gather(*(self._send_queue(batch) for batch in by_queue.values()))
         for batch, answers in zip(by_queue.values(), results, strict=True):
             for (row, _), answer in zip(batch, answers, strict=True):

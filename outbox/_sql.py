@@ -24,6 +24,7 @@ from sqlalchemy import (
     Engine,
     Insert,
     and_,
+    bindparam,
     case,
     delete,
     func,
@@ -47,15 +48,22 @@ def _count(condition: ColumnElement[bool]) -> ColumnElement[int]:
     return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
 
 
-def insert_statement(*, queue_path: str, task_name: str, request: bytes) -> Insert:
-    """The one INSERT that `.delay()` adds to the caller's transaction."""
-    return insert(outbox_table).values(
-        queue_path=queue_path,
-        task_name=task_name,
-        request=request,
-        created_at=db_now(),
-        available_at=db_now(),
-    )
+_INSERT = insert(outbox_table).values(
+    queue_path=bindparam("queue_path"),
+    task_name=bindparam("task_name"),
+    request=bindparam("request"),
+    created_at=db_now(),
+    available_at=db_now(),
+)
+
+
+def insert_statement() -> Insert:
+    """The one INSERT that `.delay()` adds to the caller's transaction.
+
+    It is built once; execute it with `{"queue_path": ..., "task_name": ..., "request": ...}` (one dict, or a
+    list of them for many rows), so that each `.delay()` pays for no SQL construction or compilation.
+    """
+    return _INSERT
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +137,9 @@ class OutboxStore:
         columns = (_o.id, _o.queue_path, _o.task_name, _o.request, _o.attempts)
         with self.engine.begin() as conn:
             if self._returning:
-                claim = update(outbox_table).where(_o.id.in_(ready.scalar_subquery())).values(lease)
+                # A CTE runs the locking subquery exactly once, so a claim never takes more than `limit` rows.
+                chosen = ready.cte("chosen")
+                claim = update(outbox_table).where(_o.id == chosen.c.id).values(lease)
                 rows = conn.execute(claim.returning(*columns)).all()
             else:
                 # MySQL allows neither LIMIT in an IN subquery nor UPDATE ... RETURNING.

@@ -100,7 +100,7 @@ class OutboxSink:
         session = self._target()
         values = _row_values(task)
         if isinstance(session, Session | Connection):
-            session.execute(insert_statement(**values))
+            session.execute(insert_statement(), values)
         elif _is_async_session(session):
             session.sync_session.add(  # type: ignore[union-attr]
                 _PendingRow(**values, created_at=db_now(), available_at=db_now())
@@ -116,11 +116,11 @@ class OutboxSink:
     async def submit_async(self, task: PreparedTask) -> tasks_v2.Task:
         """Execute the task's INSERT in the transaction."""
         session = self._target()
-        statement = insert_statement(**_row_values(task))
+        values = _row_values(task)
         if isinstance(session, Session | Connection):
-            session.execute(statement)
+            session.execute(insert_statement(), values)
         else:
-            await session.execute(statement)
+            await session.execute(insert_statement(), values)
         return task.placeholder()
 
 

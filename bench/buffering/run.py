@@ -212,13 +212,13 @@ def percentile(values: list[float], q: float) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=300, help="latency samples per mode and endpoint")
+    parser.add_argument("--requests", type=int, default=200, help="latency samples per mode and endpoint")
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--pause", type=float, default=0.0, help="milliseconds between latency requests")
-    parser.add_argument("--seconds", type=float, default=2.0, help="throughput run per mode and endpoint")
+    parser.add_argument("--seconds", type=float, default=1.5, help="throughput run per mode and endpoint")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--modes", default=",".join(MODES))
-    parser.add_argument("--inproc", type=int, default=500, help="in-process iterations per endpoint (0: skip)")
+    parser.add_argument("--inproc", type=int, default=300, help="in-process iterations per endpoint (0: skip)")
     args = parser.parse_args()
     modes = args.modes.split(",")
     peer_python = ensure_peer_venv() if any(m.startswith("peer") for m in modes) else None

@@ -175,7 +175,7 @@ def fill(count: int) -> None:
     with engine.begin() as conn:
         conn.execute(text("TRUNCATE fastapi_gcp_tasks_outbox"))
         for start in range(0, count, 5000):
-            conn.execute(insert_statement(queue_path="", task_name="", request=b""), rows[start : start + 5000])
+            conn.execute(insert_statement(), rows[start : start + 5000])
     with engine.begin() as conn:
         conn.execute(text("ANALYZE fastapi_gcp_tasks_outbox"))
     engine.dispose()

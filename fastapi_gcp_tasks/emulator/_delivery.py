@@ -33,20 +33,24 @@ logger = logging.getLogger("fastapi_gcp_tasks.emulator")
 _NO_HEADERS: Mapping[str, str] = {}
 
 
-class _HttpxDeliverer:
-    """One `httpx.AsyncClient`, created on first use on the loop that delivers (ASGI delivery)."""
+class AsyncASGIDeliverer:
+    """Delivers straight into an ASGI application, without sockets (tests, in-process development).
 
-    def __init__(self) -> None:
+    Requests go through `httpx.ASGITransport`; an exception escaping the app becomes a 500, as a
+    server would answer.
+    """
+
+    def __init__(self, app: Any) -> None:
+        """`app` is any ASGI application, for example a `FastAPI` instance."""
+        self.app = app
         self._client: httpx.AsyncClient | None = None
-
-    def _make_client(self) -> httpx.AsyncClient:
-        raise NotImplementedError
 
     async def deliver(self, request: DeliveryRequest) -> DeliveryResult:
         """Make one attempt within `request.deadline` seconds; never raises."""
         client = self._client
         if client is None:
-            client = self._client = self._make_client()
+            transport = httpx.ASGITransport(app=self.app, raise_app_exceptions=False)
+            client = self._client = httpx.AsyncClient(transport=transport, timeout=None, follow_redirects=False)
         started = time.perf_counter()
         try:
             async with asyncio.timeout(request.deadline):
@@ -73,7 +77,7 @@ class _HttpxDeliverer:
         )
 
     async def aclose(self) -> None:
-        """Close the pooled connections."""
+        """Close the client."""
         if self._client is not None:
             client, self._client = self._client, None
             await client.aclose()
@@ -117,22 +121,6 @@ class HttpDeliverer:
         if self._client is not None:
             client, self._client = self._client, None
             await client.aclose()
-
-
-class AsyncASGIDeliverer(_HttpxDeliverer):
-    """Delivers straight into an ASGI application, without sockets (tests, in-process development).
-
-    An exception escaping the app becomes a 500, as a server would answer.
-    """
-
-    def __init__(self, app: Any) -> None:
-        """`app` is any ASGI application, for example a `FastAPI` instance."""
-        super().__init__()
-        self.app = app
-
-    def _make_client(self) -> httpx.AsyncClient:
-        transport = httpx.ASGITransport(app=self.app, raise_app_exceptions=False)
-        return httpx.AsyncClient(transport=transport, timeout=None, follow_redirects=False)
 
 
 class RecordingDeliverer:

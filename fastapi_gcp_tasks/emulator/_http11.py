@@ -112,8 +112,8 @@ class HTTPClient:
                 continue
             try:
                 return await self._exchange(connection, target, method, payload)
-            except _StaleConnectionError:
-                # the server closed a kept-alive connection before reading this request: try a fresh one
+            except (_StaleConnectionError, ConnectionResetError, BrokenPipeError):
+                # the server dropped a kept-alive connection before answering this request: try a fresh one
                 continue
         connection = await self._connect(target)
         try:

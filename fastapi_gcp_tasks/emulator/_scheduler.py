@@ -151,7 +151,6 @@ class _Execution:
     forced: bool
     attempts: int = 0
     first_attempt: dt.datetime | None = None
-    running: bool = False
 
 
 @dataclass(slots=True)
@@ -427,16 +426,15 @@ class SchedulerService:
 
     def rpc_handlers(self) -> list[grpc.GenericRpcHandler]:
         """The `google.cloud.scheduler.v1.CloudScheduler` service, for `server.add_generic_rpc_handlers`."""
-        types = scheduler_v1
         handlers = {
-            "CreateJob": _unary(self._create_job, types.CreateJobRequest),
-            "GetJob": _unary(self._get_job, types.GetJobRequest),
-            "ListJobs": _unary(self._list_jobs, types.ListJobsRequest),
-            "UpdateJob": _unary(self._update_job, types.UpdateJobRequest),
-            "DeleteJob": _unary(self._delete_job, types.DeleteJobRequest),
-            "PauseJob": _unary(self._pause_job, types.PauseJobRequest),
-            "ResumeJob": _unary(self._resume_job, types.ResumeJobRequest),
-            "RunJob": _unary(self._run_job, types.RunJobRequest),
+            "CreateJob": _unary(self._create_job, scheduler_v1.CreateJobRequest),
+            "GetJob": _unary(self._get_job, scheduler_v1.GetJobRequest),
+            "ListJobs": _unary(self._list_jobs, scheduler_v1.ListJobsRequest),
+            "UpdateJob": _unary(self._update_job, scheduler_v1.UpdateJobRequest),
+            "DeleteJob": _unary(self._delete_job, scheduler_v1.DeleteJobRequest),
+            "PauseJob": _unary(self._pause_job, scheduler_v1.PauseJobRequest),
+            "ResumeJob": _unary(self._resume_job, scheduler_v1.ResumeJobRequest),
+            "RunJob": _unary(self._run_job, scheduler_v1.RunJobRequest),
         }
         return [grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)]
 
@@ -609,7 +607,6 @@ class SchedulerService:
         due = sorted((e for e in self._waiting if e.due <= now), key=lambda e: (e.due, e.job.pb.name))
         for execution in due:
             self._waiting.discard(execution)
-            execution.running = True
             task = asyncio.get_running_loop().create_task(self._attempt(execution))
             self._inflight.add(task)
             task.add_done_callback(self._inflight.discard)
@@ -685,7 +682,6 @@ class SchedulerService:
                 forced=execution.forced,
             )
         )
-        execution.running = False
         retry_at = None if result.ok else self._retry_time(execution)
         if retry_at is None:
             if stored.busy is execution:

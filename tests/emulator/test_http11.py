@@ -49,8 +49,8 @@ class RawServer:
 async def serve() -> AsyncIterator[Callable[..., asyncio.Future[tuple[RawServer, str]]]]:
     servers: list[tuple[asyncio.Server, RawServer]] = []
 
-    async def start(answer: Callable[[bytes], bytes], **options: bool) -> tuple[RawServer, str]:
-        raw = RawServer(answer, **options)
+    async def start(answer: Callable[[bytes], bytes], close_after: bool = False) -> tuple[RawServer, str]:
+        raw = RawServer(answer, close_after=close_after)
         server = await asyncio.start_server(raw.handle, "127.0.0.1", 0)
         servers.append((server, raw))
         return raw, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
@@ -88,7 +88,8 @@ async def test_chunked_and_retry_after_and_no_body_statuses(
 ) -> None:
     answers = iter(
         [
-            b"HTTP/1.1 503 Busy\r\nTransfer-Encoding: chunked\r\nRetry-After: 7\r\n\r\n4\r\nabcd\r\n3;x=y\r\nefg\r\n0\r\n\r\n",
+            b"HTTP/1.1 503 Busy\r\nTransfer-Encoding: chunked\r\nRetry-After: 7\r\n\r\n"
+            b"4\r\nabcd\r\n3;x=y\r\nefg\r\n0\r\n\r\n",
             b"HTTP/1.1 204 No Content\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
         ]

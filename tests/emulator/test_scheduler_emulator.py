@@ -93,6 +93,9 @@ def test_over_real_http_in_real_time() -> None:
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
     thread.start()
     try:
+        deadline = time.monotonic() + 10
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.01)
         with Emulator() as emu:
             client = emu.scheduler_client()
             client.create_job(

@@ -13,7 +13,7 @@ import pytest
 from google.api_core import exceptions
 from google.cloud import scheduler_v1
 from google.cloud.scheduler_v1.services.cloud_scheduler.transports import CloudSchedulerGrpcTransport
-from hypothesis import given
+from hypothesis import event, given
 from hypothesis import strategies as st
 
 from fastapi_gcp_tasks.emulator._clock import ManualClock
@@ -28,8 +28,6 @@ EXPECTED_CODES = {
     grpc.StatusCode.ALREADY_EXISTS,
     grpc.StatusCode.FAILED_PRECONDITION,
 }
-OUTCOMES: dict[tuple[str, str], int] = {}
-"""How often each method answered each status, to see that the fuzzing reaches past validation."""
 METHODS = ["CreateJob", "GetJob", "ListJobs", "UpdateJob", "DeleteJob", "PauseJob", "ResumeJob", "RunJob"]
 
 
@@ -245,7 +243,7 @@ def test_any_request_through_the_official_client_gets_an_expected_status(server:
                 list(response)
         except exceptions.GoogleAPICallError as exc:
             code = exc.grpc_status_code
-        OUTCOMES[method, code.name] = OUTCOMES.get((method, code.name), 0) + 1
+        event(f"{method} -> {code.name}")  # `pytest --hypothesis-show-statistics` shows how far requests get
         assert code in EXPECTED_CODES | {grpc.StatusCode.OK}, (method, request)
     server.clock.advance(data.draw(st.integers(0, 3 * 3600)))
     server.run_due()
@@ -276,5 +274,3 @@ def test_the_service_still_works_after_the_fuzzing(server: Server) -> None:
     assert server.deliverer.requests[before:][0].url == "http://worker/ok"
     assert client.get_job(name=name).last_attempt_time == server.clock.now()
     assert name in [job.name for job in client.list_jobs(parent=PARENT)]
-    for outcome in [("CreateJob", "OK"), ("CreateJob", "INVALID_ARGUMENT"), ("UpdateJob", "OK"), ("RunJob", "OK")]:
-        assert OUTCOMES.get(outcome, 0) > 0, outcome
