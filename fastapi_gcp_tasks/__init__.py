@@ -5,11 +5,13 @@ from fastapi_gcp_tasks._naming import hashed_task_id
 from fastapi_gcp_tasks._tracing import TraceContextMiddleware
 from fastapi_gcp_tasks.async_delayed_route import AsyncDelayedRouteBuilder
 from fastapi_gcp_tasks.async_scheduled_route import AsyncScheduledRouteBuilder
+from fastapi_gcp_tasks.buffering import RetryPolicy, TaskBufferMiddleware, require_buffer, task_buffer
 from fastapi_gcp_tasks.decorators import task_default_options
 from fastapi_gcp_tasks.delayed_route import DelayedRouteBuilder
 from fastapi_gcp_tasks.dependencies import CloudSchedulerHeaders, CloudTasksHeaders, max_retries
 from fastapi_gcp_tasks.exception import (
     BadMethodError,
+    BufferRequiredError,
     ClientClosedError,
     FastAPIGCPTasksError,
     MissingParamError,
@@ -75,6 +77,7 @@ __all__ = [
     "AsyncScheduledTask",
     "AsyncSchedulerOptions",
     "BadMethodError",
+    "BufferRequiredError",
     "ClientClosedError",
     "CloudSchedulerHeaders",
     "CloudTasksHeaders",
@@ -89,6 +92,7 @@ __all__ = [
     "OIDCVerifier",
     "PoisonPolicy",
     "PreparedTask",
+    "RetryPolicy",
     "RouteDefinitionError",
     "ScheduledHook",
     "ScheduledRouteBuilder",
@@ -98,6 +102,7 @@ __all__ = [
     "SendError",
     "TaskAlreadyExistsError",
     "TaskArgumentError",
+    "TaskBufferMiddleware",
     "TaskDefaultOptions",
     "TaskLimitError",
     "TaskSender",
@@ -129,7 +134,9 @@ __all__ = [
     "oidc_scheduled_hook",
     "poison_route_class",
     "queue_path",
+    "require_buffer",
     "scheduler_emulator_client",
+    "task_buffer",
     "task_default_options",
     "use_sink",
 ]

@@ -173,7 +173,11 @@ class TaskBuffer:
 
     def flush(self) -> FlushReport:
         """Close the buffer and create what it kept, blocking; failures go to the fallback."""
-        report = send_all(self._take(), self._config)
+        tasks = self._take()
+        if not tasks:
+            self.report = _NOTHING
+            return _NOTHING
+        report = send_all(tasks, self._config)
         hand_over(report.failed, self._config)
         self.report = report
         return report

@@ -9,6 +9,7 @@ that method can be given to the relay; `CloudTasksRelayClient` wraps the officia
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, Protocol
 
@@ -16,6 +17,7 @@ from google.api_core import exceptions as core_exceptions
 from google.cloud import tasks_v2
 from google.rpc import code_pb2  # type: ignore[import-untyped, unused-ignore]
 
+from fastapi_gcp_tasks._clients import EMULATOR_HOST_ENV
 from fastapi_gcp_tasks.exception import FastAPIGCPTasksError, SendError, TaskAlreadyExistsError
 
 __all__ = ["BatchSender", "CloudTasksRelayClient", "NullRelayClient", "translate_error"]
@@ -108,6 +110,16 @@ class CloudTasksRelayClient:
 
         return cls(factory, mode=mode, concurrency=concurrency)
 
+    @classmethod
+    def from_environment(
+        cls, *, mode: Literal["batch", "concurrent"] = "concurrent", concurrency: int = 32
+    ) -> CloudTasksRelayClient:
+        """The emulator's client when `FASTAPI_GCP_TASKS_EMULATOR_HOST` is set, else Google's (default credentials)."""
+        host = os.environ.get(EMULATOR_HOST_ENV)
+        if host:
+            return cls.for_emulator(host, mode=mode, concurrency=concurrency)
+        return cls(mode=mode, concurrency=concurrency)
+
     def _get(self) -> tasks_v2.CloudTasksAsyncClient:
         if self._client is None:
             self._client = self._factory()
@@ -154,23 +166,27 @@ class CloudTasksRelayClient:
         requests: Sequence[tasks_v2.CreateTaskRequest],
         timeout: float,
     ) -> list[tasks_v2.Task | FastAPIGCPTasksError]:
+        # Raw protobuf messages: proto-plus attribute access would cost more than the call itself.
+        raw_requests = [tasks_v2.CreateTaskRequest.pb(r) for r in requests]
+        batch = tasks_v2.BatchCreateTasksRequest.pb()(parent=raw_requests[0].parent)
+        batch.requests.extend(raw_requests)
         try:
             operation = await client.batch_create_tasks(
-                request=tasks_v2.BatchCreateTasksRequest(parent=requests[0].parent, requests=list(requests)),
-                timeout=timeout,
+                request=tasks_v2.BatchCreateTasksRequest.wrap(batch), timeout=timeout
             )
             response: Any = await operation.result(timeout=timeout)  # type: ignore[no-untyped-call]
         except (core_exceptions.GoogleAPICallError, core_exceptions.RetryError, TimeoutError) as exc:
-            return [translate_error(exc, r.task.name) for r in requests]
-        failed = operation.metadata.failed_requests if operation.metadata is not None else {}
-        created = {task.name: task for task in response.tasks}
+            return [translate_error(exc, r.task.name) for r in raw_requests]
+        metadata = operation.metadata
+        failed = tasks_v2.BatchCreateTasksMetadata.pb(metadata).failed_requests if metadata is not None else {}
+        created = {task.name: task for task in tasks_v2.BatchCreateTasksResponse.pb(response).tasks}
         results: list[tasks_v2.Task | FastAPIGCPTasksError] = []
-        for index, request in enumerate(requests):
+        for index, request in enumerate(raw_requests):
             if index in failed:
                 status = failed[index]
                 results.append(_from_status(status.code, status.message, request.task.name))
             else:
-                results.append(created.get(request.task.name, request.task))
+                results.append(tasks_v2.Task.wrap(created.get(request.task.name, request.task)))
         return results
 
 

@@ -172,6 +172,7 @@ class Relay:
     async def running(self) -> AsyncIterator[Relay]:
         """Run the relay in the background for the duration of the block (an application's lifespan)."""
         task = asyncio.create_task(self.run())
+        task.add_done_callback(_log_crash)
         try:
             yield self
         finally:
@@ -415,6 +416,11 @@ class Relay:
         listener = _Listener(self.engine.url, self._notify)
         listener.start()
         return listener
+
+
+def _log_crash(task: asyncio.Task[RelayStats]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("the relay stopped on an error", exc_info=task.exception(), extra={"event": "relay_crashed"})
 
 
 def _snapshot_fields(snapshot: OutboxStats) -> dict[str, Any]:

@@ -20,9 +20,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
 import httpx
 from google.cloud import tasks_v2
-from google.protobuf import field_mask_pb2
+from google.protobuf import empty_pb2, field_mask_pb2
 
 from fastapi_gcp_tasks.emulator._http11 import HTTPClient
 from fastapi_gcp_tasks.utils import async_emulator_client, emulator_client
@@ -30,7 +31,8 @@ from fastapi_gcp_tasks.utils import async_emulator_client, emulator_client
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 LOCATION = "projects/bench/locations/here"
-QUEUES = [f"{LOCATION}/queues/q{index}" for index in range(8)]
+QUEUES = [f"{LOCATION}/queues/q{index}" for index in range(16)]
+"""Sixteen queues, because one queue may dispatch at most 500 tasks a second (as on Cloud Tasks)."""
 CONCURRENCY = 48
 """Requests in flight to the worker: for its capacity, and in total over the queues while draining."""
 
@@ -134,7 +136,7 @@ def wait_count(worker: str, count: int, timeout: float) -> float:
     while time.perf_counter() - started < timeout:
         if int(str(worker_stats(worker)["count"])) >= count:
             return time.perf_counter() - started
-        time.sleep(0.005)
+        time.sleep(0.02)
     return float("inf")
 
 
@@ -232,6 +234,8 @@ def bench_emulator(name: str, command: list[str], port: int, worker: str, sizes:
                 update_mask=field_mask_pb2.FieldMask(paths=["rate_limits.max_concurrent_dispatches"]),
             )
         asyncio.run(create_concurrently(address, url, count, 50, QUEUES))
+        # the worker's own max rate, measured right before and right after the drain (the machine is shared)
+        capacity_before = asyncio.run(worker_capacity(worker, sizes["capacity"]))
         httpx.post(f"{worker}/reset")
         cpu_before = cpu_seconds(process.pid)
         started = time.perf_counter()
@@ -240,11 +244,36 @@ def bench_emulator(name: str, command: list[str], port: int, worker: str, sizes:
         elapsed = wait_count(worker, count, 300)
         drain_cpu = cpu_seconds(process.pid) - cpu_before
         elapsed = min(elapsed, time.perf_counter() - started)
+        capacity = (capacity_before + asyncio.run(worker_capacity(worker, sizes["capacity"]))) / 2
+        result.rows["worker's own max rate, around the drain (requests/s)"] = f"{capacity:,.0f}"
         result.rows["drain rate into the worker (tasks/s)"] = f"{count / elapsed:,.0f}"
         result.rows["emulator CPU per delivered task (ms)"] = f"{1000 * drain_cpu / count:.3f}"
         result.rows["drain tasks"] = str(count)
+        result.rows["drain as a share of the worker's own max rate"] = f"{100 * count / elapsed / capacity:.0f}%"
         client.transport.close()
     return result
+
+
+def grpc_floor(count: int) -> tuple[float, float]:
+    """(calls per second, server CPU ms per call) of an empty unary call on a bare sync gRPC server."""
+    port = free_port()
+    with (
+        running([sys.executable, str(HERE / "floor_server.py"), str(port)], port) as process,
+        grpc.insecure_channel(f"127.0.0.1:{port}") as channel,
+    ):
+        call = channel.unary_unary(
+            "/bench.Floor/Call",
+            request_serializer=empty_pb2.Empty.SerializeToString,
+            response_deserializer=empty_pb2.Empty.FromString,
+        )
+        for _ in range(200):
+            call(empty_pb2.Empty())
+
+        def calls() -> None:
+            for _ in range(count):
+                call(empty_pb2.Empty())
+
+        return measure_cpu(process.pid, count, calls)
 
 
 def main() -> None:
@@ -254,7 +283,7 @@ def main() -> None:
     sizes = (
         {"sync": 300, "async": 500, "latency": 50, "drain": 600, "peer_drain": 100, "capacity": 600}
         if args.quick
-        else {"sync": 2000, "async": 3000, "latency": 300, "drain": 6000, "peer_drain": 600, "capacity": 6000}
+        else {"sync": 3000, "async": 5000, "latency": 500, "drain": 10000, "peer_drain": 1000, "capacity": 10000}
     )
     worker_port = free_port()
     worker = f"http://127.0.0.1:{worker_port}"
@@ -262,18 +291,23 @@ def main() -> None:
         sys.executable, "-m", "uvicorn", "--app-dir", str(HERE), "worker:app",
         "--port", str(worker_port), "--log-level", "warning", "--no-access-log",
     ]  # fmt: skip
+    load_before = os.getloadavg()[0]
+    floor_rate, floor_cpu = grpc_floor(sizes["sync"])
     with running(worker_command, worker_port):
-        capacity = asyncio.run(worker_capacity(worker, sizes["capacity"]))
         results = [
             bench_emulator("fastapi-gcp-tasks", ours_command(port := free_port()), port, worker, sizes),
             bench_emulator("gcloud-tasks-emulator 0.6.2", peer_command(port := free_port()), port, worker, sizes),
         ]
-    for result in results:
-        drain = float(result.rows["drain rate into the worker (tasks/s)"].replace(",", ""))
-        result.rows["drain as a share of the worker's own max rate"] = f"{100 * drain / capacity:.0f}%"
-    print(f"\nworker (FastAPI on uvicorn, 1 process) own max rate: {capacity:,.0f} requests/s", end="")
-    print(f" ({CONCURRENCY} in flight)\n")
+    print(
+        f"\n{os.cpu_count()} CPUs, load average {load_before:.1f} before and {os.getloadavg()[0]:.1f} after;"
+        f" worker: FastAPI on uvicorn, 1 process; {CONCURRENCY} requests in flight when measuring its max rate"
+        f" and when draining\n"
+    )
     names = [result.name for result in results]
+    print(
+        f"For scale: an empty unary call on a bare synchronous Python gRPC server costs {floor_cpu:.3f} ms of"
+        f" server CPU ({floor_rate:,.0f} calls/s, one at a time).\n"
+    )
     print("| measure | " + " | ".join(names) + " |")
     print("| --- | " + " | ".join("---:" for _ in names) + " |")
     for key in results[0].rows:

@@ -1,6 +1,7 @@
 """Buffered mode: a signup creates its welcome-mail task only once the signup has been committed.
 
-Run it against the local emulator:
+`python -m examples.buffered --once` runs the whole demo on an embedded emulator. By hand, against the
+emulator's command:
 
     fastapi-gcp-tasks emulator --queue projects/demo/locations/local/queues/mail &
     FASTAPI_GCP_TASKS_EMULATOR_HOST=127.0.0.1:8123 uvicorn examples.buffered.app:app --port 8000

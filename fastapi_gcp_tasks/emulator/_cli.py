@@ -129,14 +129,14 @@ async def _serve(server: Any, queues: list[str], log: logging.Logger) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
-    await server.start()
-    log.info("Cloud Tasks + Cloud Scheduler emulator on %s (gRPC)", server.address)
-    log.info("OIDC issuer %s (JWKS at %s/jwks)", server.issuer, server.issuer)
-    for queue in queues:
-        log.info("queue %s", queue)
-    log.info("point clients at it with: export FASTAPI_GCP_TASKS_EMULATOR_HOST=%s", server.address)
     try:
+        await server.start()
+        log.info("Cloud Tasks + Cloud Scheduler emulator on %s (gRPC)", server.address)
+        log.info("OIDC issuer %s (JWKS at %s/jwks)", server.issuer, server.issuer)
+        for queue in queues:
+            log.info("queue %s", queue)
+        log.info("point clients at it with: export FASTAPI_GCP_TASKS_EMULATOR_HOST=%s", server.address)
         await stop.wait()
-    finally:
         log.info("stopping")
-        await server.stop()
+    finally:
+        await server.stop(grace=None)

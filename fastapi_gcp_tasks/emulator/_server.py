@@ -176,6 +176,9 @@ class EmulatorServer:
             self.port = server.add_insecure_port(f"{self.host}:{self.requested_port}")
         except RuntimeError as exc:
             raise OSError(f"the emulator cannot listen on {self.host}:{self.requested_port}: {exc}") from exc
+        # start at once: a client connecting to a bound but unstarted server is reset, not queued
+        server.start()
+        self._server = server
         http_port = self.requested_http_port
         if http_port is None:
             http_port = self.port + 1 if self.requested_port else 0
@@ -187,8 +190,6 @@ class EmulatorServer:
                 " (choose another with http_port=... / --http-port)"
             ) from exc
         self.signer.issuer = f"http://{_url_host(self.host)}:{self.http_port}"
-        server.start()
-        self._server = server
         for service in self.services:
             await service.start()
 

@@ -16,6 +16,7 @@ import asyncio
 import collections
 import datetime as dt
 import email.utils
+import functools
 import heapq
 import itertools
 import math
@@ -630,7 +631,10 @@ class TasksService:
             raise _invalid("task.http_request is required")
         _check_http_request(task.http_request)
         if task.HasField("schedule_time"):
-            when = _to_datetime(task.schedule_time)
+            try:
+                when = _to_datetime(task.schedule_time)
+            except (OverflowError, ValueError, OSError):
+                raise _invalid("task.schedule_time is not a valid timestamp") from None
             if when - now > MAX_SCHEDULE_AHEAD:
                 raise _invalid(
                     f"task.schedule_time {when.isoformat()} is more than 30 days ahead of now ({now.isoformat()})"
@@ -653,7 +657,10 @@ class TasksService:
         if not pb.HasField("dispatch_deadline"):
             pb.dispatch_deadline.seconds = int(DEFAULT_DEADLINE)
         _set_time(pb.create_time, now)
-        _set_time(pb.schedule_time, when)
+        if when is now:
+            pb.schedule_time.CopyFrom(pb.create_time)
+        else:
+            _set_time(pb.schedule_time, when)
         for cleared in ("dispatch_count", "response_count", "first_attempt", "last_attempt", "view"):
             pb.ClearField(cleared)
         state = _TaskState(pb=pb, queue=queue, task_id=task_id, when=when, seq=next(self._seq))
@@ -925,7 +932,9 @@ class TasksService:
                     logger.exception("emulator: could not settle the attempt of %s; the task is kept", state.pb.name)
                     if not state.gone:
                         self._push(queue, state)
-                self._request_pump(queue)
+                # the freed slot is refilled now rather than on a later loop iteration
+                if not (queue.deleted or self._stopped) and queue.running:
+                    self._pump_locked(queue)
 
     def _settle(self, queue: _Queue, state: _TaskState, result: DeliveryResult) -> None:
         """Record the outcome on the task, then delete it or schedule its retry."""
@@ -991,24 +1000,33 @@ class TasksService:
         return attempts_reached and duration_reached
 
 
-def _check_http_request(http: Any) -> None:
-    url = http.url
+@functools.lru_cache(maxsize=4096)
+def _url_problem(url: str) -> str | None:
+    """Why Cloud Tasks would refuse `url`, or None; cached because tasks of one app share a few URLs."""
     if not url:
-        raise _invalid("task.http_request.url is required")
+        return "task.http_request.url is required"
     if len(url) > MAX_URL_LENGTH:
-        raise _invalid(f"task.http_request.url is {len(url)} characters long; at most {MAX_URL_LENGTH} are allowed")
+        return f"task.http_request.url is {len(url)} characters long; at most {MAX_URL_LENGTH} are allowed"
     try:
         parts = urlsplit(url)
+        hostname = parts.hostname
     except ValueError as exc:
-        raise _invalid(f"task.http_request.url {url!r} is not a valid URL: {exc}") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise _invalid(f"task.http_request.url {url!r} must be an absolute http:// or https:// URL")
+        return f"task.http_request.url {url!r} is not a valid URL: {exc}"
+    if parts.scheme not in ("http", "https") or not hostname:
+        return f"task.http_request.url {url!r} must be an absolute http:// or https:// URL"
+    return None
+
+
+def _check_http_request(http: Any) -> None:
+    problem = _url_problem(http.url)
+    if problem is not None:
+        raise _invalid(problem)
     method = _METHODS.get(http.http_method or 1)
     if method is None:
         raise _invalid(f"task.http_request.http_method {http.http_method} is not a valid HttpMethod")
     if http.body and method not in _BODY_METHODS:
         raise _invalid(f"task.http_request.body is only allowed with POST, PUT or PATCH, not {method}")
-    header_bytes = sum(len(key) + len(value) for key, value in http.headers.items())
+    header_bytes = sum(len(key) + len(value) for key, value in http.headers.items()) if http.headers else 0
     if header_bytes >= MAX_HEADER_BYTES:
         raise _invalid(f"task.http_request.headers total {header_bytes} bytes; they must stay under 80 KB")
     if http.HasField("oidc_token") and not http.oidc_token.service_account_email:

@@ -43,12 +43,15 @@ def _serve(emulator: Emulator, flush: Any) -> Iterator[Served]:
     client = emulator.tasks_client()
 
     def probe(payload: str) -> None:
+        """Record whether the request's tasks had been created (still queued, or already delivered)."""
+        delivered = {record.source for record in emulator.deliveries}
         for name in recorded.names.get(payload, []):
             try:
                 client.get_task(name=name)
                 recorded.events.append(f"exists at commit {name}")
             except NotFound:
-                pass
+                if name in delivered:
+                    recorded.events.append(f"exists at commit {name}")
 
     app = make_app(
         base_url=base, emulator_address=emulator.address, flush=flush, recorded=recorded, database=connect, probe=probe
@@ -251,25 +254,33 @@ def test_a_send_failure_goes_to_the_fallback_and_is_counted(after: Served) -> No
 
 @pytest.mark.slow
 def test_a_thousand_concurrent_requests_never_cross_talk(after: Served) -> None:
+    """Every tenth request fails after delaying: its task must vanish and nobody else's may."""
     base, recorded, emu = after
     payloads = [unique(f"many{i}") for i in range(1000)]
+    paths = ["/status/500" if i % 10 == 0 else "/async" if i % 2 else "/sync" for i in range(len(payloads))]
 
     async def fire() -> list[httpx.Response]:
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
         async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as client:
             return await asyncio.gather(
-                *(client.post("/async" if i % 2 else "/sync", params={"payload": p}) for i, p in enumerate(payloads))
+                *(client.post(path, params={"payload": p}) for path, p in zip(paths, payloads, strict=True))
             )
 
+    discarded = recorded.stats.discarded
     responses = asyncio.run(fire())
-    assert [r.status_code for r in responses] == [200] * len(payloads)
-    names = {p: r.json()["name"] for p, r in zip(payloads, responses, strict=True)}
-    assert len(set(names.values())) == len(payloads)
-    wait_for(lambda: all(recorded.delivered(p) for p in payloads), timeout=120)
+    ok = {p: r.json()["name"] for path, p, r in zip(paths, payloads, responses, strict=True) if path != "/status/500"}
+    failed = [p for path, p in zip(paths, payloads, strict=True) if path == "/status/500"]
+    assert [r.status_code for r in responses] == [500 if path == "/status/500" else 200 for path in paths]
+    assert len(set(ok.values())) == len(ok) == 900
+    wait_for(lambda: all(recorded.delivered(p) for p in ok), timeout=120)
+    wait_for(lambda: recorded.stats.discarded - discarded == len(failed))
     emu.wait_until_idle(timeout=60)
-    for payload in payloads:
-        assert recorded.delivered(payload) == [short(names[payload])]
-        assert recorded.names[payload] == [names[payload]]
+    for payload, name in ok.items():
+        assert recorded.delivered(payload) == [short(name)]
+        assert recorded.names[payload] == [name]
+    for payload in failed:
+        assert recorded.delivered(payload) == []
+        assert len(recorded.names[payload]) == 1
 
 
 async def test_an_unreachable_service_is_retried_then_every_task_logged_as_lost(

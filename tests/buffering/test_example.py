@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -51,3 +52,20 @@ def test_a_signup_sends_its_welcome_after_the_commit_and_a_refused_one_nothing(
     emu.wait_until_idle()
     assert module.db.mails_sent == ["ada@example.com"]
     assert [record.status for record in emu.deliveries] == [200]
+
+
+def test_the_example_runs_as_a_script() -> None:
+    sock = bind()  # a free port for the script's server
+    port = sock.getsockname()[1]
+    sock.close()
+    result = subprocess.run(
+        [sys.executable, "-m", "examples.buffered", "--once", "--port", str(port)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "-> 409" in result.stderr
+    assert "welcome mails sent: ['ada@example.com']" in result.stderr

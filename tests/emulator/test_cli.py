@@ -105,16 +105,21 @@ def test_a_bad_queue_path_is_refused_with_exit_code_2() -> None:
     assert "queues/bad" in result.stderr
 
 
-def test_a_busy_port_is_reported() -> None:
+@pytest.mark.parametrize("busy", ["grpc", "http"])
+def test_a_busy_port_is_reported(busy: str) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         port = sock.getsockname()[1]
+        ports = (
+            ["--port", str(port), "--http-port", "0"] if busy == "grpc" else ["--port", "0", "--http-port", str(port)]
+        )
         result = subprocess.run(
-            [sys.executable, "-m", "fastapi_gcp_tasks.emulator", "--port", str(port), "--http-port", "0"],
+            [sys.executable, "-m", "fastapi_gcp_tasks.emulator", *ports],
             capture_output=True,
             text=True,
             timeout=30,
         )
     assert result.returncode == 1
-    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    expected = "cannot listen on" if busy == "grpc" else "cannot serve its OIDC documents on"
+    assert f"{expected} 127.0.0.1:{port}" in result.stderr

@@ -102,7 +102,7 @@ tasks = st.builds(
     st.integers(0, 7),
     st.binary(max_size=64),
     st.dictionaries(st.text(min_size=1, max_size=20), st.text(max_size=40), max_size=4),
-    st.one_of(st.none(), st.integers(-(2**33), 2**34)),
+    st.one_of(st.none(), st.integers(-(2**62), 2**62)),
     st.one_of(st.none(), st.integers(-100, 4000)),
     st.one_of(st.none(), st.text(max_size=20)),
 )

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from sqlalchemy import text
+from sqlalchemy import make_url, text
 from sqlalchemy.orm import Session
 
 from fastapi_gcp_tasks._dispatch import PreparedTask
 from outbox import OutboxSink, Relay
 from outbox._engine import relay_engine
+from tests.outbox.proxy import OutageProxy
 from tests.outbox.support import OutboxDb, RecordingCloudTasks, eventually, fast_settings, insert_tasks, prepared
 
 OUTBOX_BACKENDS = ("postgres", "mariadb")
@@ -149,3 +150,26 @@ async def test_notify_wakes_an_idle_relay(db: OutboxDb) -> None:
         finally:
             relay.engine.dispose()
         db.clean()
+
+
+async def test_relay_recovers_when_the_database_is_unreachable_for_a_while(db: OutboxDb) -> None:
+    url = make_url(db.url)
+    with OutageProxy(f"{url.host}:{url.port or (5432 if db.backend == 'postgres' else 3306)}") as proxy:
+        through_proxy = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+        cloud = RecordingCloudTasks()
+        relay = Relay(through_proxy, cloud, fast_settings(poll_interval=0.05))
+        tasks: list[PreparedTask] = []
+        try:
+            async with relay.running():
+                tasks += insert_tasks(db.engine, 10)
+                await eventually(lambda: len(cloud.created) == 10)
+                proxy.cut()  # as a restart looks from the relay: connections drop, new ones are refused
+                tasks += insert_tasks(db.engine, 10)
+                await eventually(lambda: relay.stats.database_errors >= 2, timeout=15)
+                assert len(cloud.created) == 10
+                proxy.restore()
+                await eventually(lambda: len(cloud.created) == 20, timeout=20)
+        finally:
+            relay.engine.dispose()
+    assert sorted(cloud.created) == sorted(t.name for t in tasks)
+    assert db.count() == 0

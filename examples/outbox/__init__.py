@@ -1,0 +1,1 @@
+"""Outbox mode: an order and its receipt task commit together, or not at all."""
