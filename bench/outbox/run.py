@@ -82,9 +82,7 @@ def _drop_database() -> None:
 
 def _hello_route() -> Any:
     router = APIRouter(
-        route_class=DelayedRouteBuilder(
-            queue_path=QUEUE, callback_base_url="http://127.0.0.1:9", client=lambda: None, sink=outbox_sink()
-        )
+        route_class=DelayedRouteBuilder(queue_path=QUEUE, callback_base_url="http://127.0.0.1:9", sink=outbox_sink())
     )
 
     @router.post("/hello")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import datetime as dt
 import logging
 import threading
 import time
@@ -17,6 +19,7 @@ from typing import Any
 
 import httpx
 
+from fastapi_gcp_tasks.emulator._clock import SystemClock, call_at
 from fastapi_gcp_tasks.emulator._http11 import HTTPClient, ProtocolError
 from fastapi_gcp_tasks.emulator._types import (
     Clock,
@@ -124,7 +127,11 @@ class HttpDeliverer:
 
 
 class RecordingDeliverer:
-    """Wraps a deliverer: logs every attempt and keeps the latest ones for `Emulator.deliveries`."""
+    """Wraps a deliverer: logs every attempt and keeps the latest ones for `Emulator.deliveries`.
+
+    With a clock other than `SystemClock` (a `ManualClock` in tests), the attempt's deadline is also
+    measured on that clock, so moving the clock past it times out a hanging worker without waiting.
+    """
 
     def __init__(self, inner: Deliverer, clock: Clock, *, keep: int | None = 10_000) -> None:
         """Keep the last `keep` records (all of them when None)."""
@@ -142,7 +149,10 @@ class RecordingDeliverer:
     async def deliver(self, request: DeliveryRequest) -> DeliveryResult:
         """Make the attempt through the wrapped deliverer, then record and log it."""
         when = self.clock.now()
-        result = await self.inner.deliver(request)
+        if isinstance(self.clock, SystemClock):
+            result = await self.inner.deliver(request)
+        else:
+            result = await self._deliver_on_clock(request, when)
         record = DeliveryRecord(
             source=request.source,
             method=request.method,
@@ -171,6 +181,31 @@ class RecordingDeliverer:
                 request.source,
             )
         return result
+
+    async def _deliver_on_clock(self, request: DeliveryRequest, when: dt.datetime) -> DeliveryResult:
+        started = time.perf_counter()
+        attempt = asyncio.ensure_future(self.inner.deliver(request))
+        expired: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def expire() -> None:
+            if not expired.done():
+                expired.set_result(None)
+
+        timer = call_at(self.clock, when + dt.timedelta(seconds=request.deadline), expire)
+        try:
+            waiting: set[asyncio.Future[Any]] = {attempt, expired}
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            timer.cancel()
+            if not attempt.done():
+                attempt.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await attempt
+        if not attempt.cancelled():
+            return attempt.result()
+        return DeliveryResult(
+            None, time.perf_counter() - started, error=f"no response within the {request.deadline:g} s deadline"
+        )
 
     async def aclose(self) -> None:
         """Close the wrapped deliverer."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import email.utils
 import time
 
 import pytest
@@ -226,3 +227,47 @@ def test_http_methods_and_bodies_are_sent_as_given(env: Env) -> None:
         ("PATCH", b"b"),
         ("PUT", b"b"),
     ]
+
+
+def test_retry_after_as_an_http_date(env: Env) -> None:
+    when = env.clock.now() + dt.timedelta(seconds=120)
+    env.worker.script["/work"] = [503, 200]
+    env.worker.answer_headers["/work"] = {"Retry-After": email.utils.format_datetime(when, usegmt=True)}
+    env.client.create_task(parent=QUEUE, task=http_task())
+    env.settle()
+    env.settle(118)
+    assert len(env.worker.received) == 1
+    env.settle(3)
+    assert len(env.worker.received) == 2
+
+
+def test_oauth_token_becomes_an_opaque_bearer_token(env: Env) -> None:
+    task = http_task()
+    task.http_request.oauth_token = tasks_v2.OAuthToken(service_account_email="sa@test-project.iam.gserviceaccount.com")
+    env.client.create_task(parent=QUEUE, task=task)
+    env.settle()
+    assert env.worker.received[0].headers["authorization"] == (
+        "Bearer emulator-oauth-token.sa@test-project.iam.gserviceaccount.com"
+    )
+
+
+def test_a_hanging_worker_times_out_when_the_manual_clock_passes_the_deadline(env: Env) -> None:
+    name = task_name("hangs")
+    env.client.create_task(parent=QUEUE, task=http_task(url="http://worker.test/hang", name=name, deadline=20))
+    for _ in range(500):
+        if env.worker.received:
+            break
+        time.sleep(0.01)
+    assert env.worker.paths() == ["/hang"]
+    env.clock.advance(19)
+    time.sleep(0.05)
+    assert not env.emu.is_idle()
+    env.clock.advance(1)
+    env.emu.wait_until_idle()
+    [record] = env.emu.deliveries
+    assert record.status is None
+    assert record.error is not None
+    assert "20 s deadline" in record.error
+    task = env.client.get_task(name=name)
+    assert (task.dispatch_count, task.response_count) == (1, 0)
+    assert task.last_attempt.response_status.code == 4  # DEADLINE_EXCEEDED

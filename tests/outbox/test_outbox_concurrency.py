@@ -9,7 +9,7 @@ from sqlalchemy import make_url, text
 from sqlalchemy.orm import Session
 
 from fastapi_gcp_tasks._dispatch import PreparedTask
-from outbox import OutboxSink, Relay
+from outbox import NOTIFY_CHANNEL, OutboxSink, Relay
 from outbox._engine import relay_engine
 from tests.outbox.proxy import OutageProxy
 from tests.outbox.support import OutboxDb, RecordingCloudTasks, eventually, fast_settings, insert_tasks, prepared
@@ -173,3 +173,17 @@ async def test_relay_recovers_when_the_database_is_unreachable_for_a_while(db: O
             relay.engine.dispose()
     assert sorted(cloud.created) == sorted(t.name for t in tasks)
     assert db.count() == 0
+
+
+def test_one_notification_per_transaction(db: OutboxDb) -> None:
+    if db.backend != "postgres":
+        return
+    import psycopg
+
+    conninfo = make_url(db.url).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(conninfo, autocommit=True) as listener:
+        listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        insert_tasks(db.engine, 50)  # 50 INSERT statements, one transaction
+        insert_tasks(db.engine, 1)
+        received = list(listener.notifies(timeout=1.0))
+    assert len(received) == 2
