@@ -165,8 +165,9 @@ class Relay:
 
     def _notify(self) -> None:
         loop, wake = self._loop, self._wake
-        if loop is not None and wake is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(wake.set)
+        if loop is not None and wake is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed in the meantime
+                loop.call_soon_threadsafe(wake.set)
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Relay]:
@@ -183,7 +184,6 @@ class Relay:
         """Relay until `stop()` (or, with `until_idle`, until no row is ready and nothing is in flight)."""
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
-        self._stop_requested = False
         self._pause_until = 0.0
         self._outage = 0
         settings = self.settings
@@ -249,6 +249,7 @@ class Relay:
             if listener is not None:
                 listener.stop()
                 await asyncio.to_thread(listener.join, 2.0)
+            self._stop_requested = False  # a stop asked for before the run started was honoured; the next run may go
             logger.info("relay stopped", extra={"event": "relay_stopped", **self._counters()})
         return self.stats
 

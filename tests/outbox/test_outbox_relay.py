@@ -182,3 +182,12 @@ async def test_stop_after_the_shutdown_timeout_releases_leases(db: OutboxDb) -> 
     with db.engine.connect() as conn:
         rows = conn.execute(select(_o.lease_token, _o.attempts, _o.available_at <= db_now())).all()
     assert rows == [(None, 0, True)] * 5
+
+
+async def test_a_lifespan_that_ends_at_once_still_stops_the_relay(db: OutboxDb) -> None:
+    relay = Relay(db.engine, RecordingCloudTasks(), fast_settings(poll_interval=30))
+    async with asyncio.timeout(5):
+        async with relay.running():
+            pass  # stop() comes before run() had a chance to start
+        async with relay.running():  # and the relay can run again afterwards
+            await asyncio.sleep(0.1)

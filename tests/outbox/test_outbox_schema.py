@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 
+import outbox
+from fastapi_gcp_tasks.cli import main as cli
 from outbox import metadata, migrate
-from outbox._migrate import VERSION_TABLE, current_revision, head_revision
+from outbox._migrate import VERSION_TABLE, current_revision, head_revision, migrations_dir
 from tests.outbox.support import OutboxDb
 
 
@@ -51,3 +56,15 @@ def test_postgres_queue_table_settings(db: OutboxDb) -> None:
     assert "autovacuum_vacuum_scale_factor=0.01" in options
     assert "fillfactor=80" in options
     assert triggers == ["fastapi_gcp_tasks_outbox_notify"]
+
+
+def test_migrate_command(db: OutboxDb, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli(["outbox", "migrate", "--database-url", db.url, "--revision", "base"]) == 0
+    assert capsys.readouterr().out.strip() == "outbox schema at revision base"
+    assert cli(["outbox", "migrate", "--database-url", db.url]) == 0
+    assert capsys.readouterr().out.strip() == f"outbox schema at revision {head_revision()}"
+
+
+def test_migrations_are_found_where_the_wheel_puts_them() -> None:
+    assert migrations_dir() == Path(outbox.__file__).resolve().parents[1] / "migrations"
+    assert (migrations_dir() / "versions").is_dir()
