@@ -76,7 +76,7 @@ def outbox_db(
     backend: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OutboxDb]:
     module = re.sub(r"\W", "_", request.module.__name__.rsplit(".", 1)[-1])
-    name = f"fgt_{module}"[:60]
+    name = f"fgt_{module}"[:50] + f"_{os.getpid()}"  # several runs at once never share a database
     admin: Engine | None = None
     if backend == "sqlite":
         url: URL | str = f"sqlite:///{Path(tmp_path_factory.mktemp(name)) / 'outbox.db'}"

@@ -22,6 +22,7 @@ from outbox import (
     OutboxStore,
     Relay,
     RelaySettings,
+    RelayStats,
     dead_letter_table,
     outbox_table,
 )
@@ -132,12 +133,19 @@ async def eventually(condition: Callable[[], bool], *, timeout: float = 10.0, me
         await asyncio.sleep(0.02)
 
 
+async def drain(db: OutboxDb, relay: Relay, *, timeout: float = 30.0) -> RelayStats:
+    """Run `relay` until the outbox is empty (delivered or dead-lettered), retries included."""
+    async with relay.running():
+        await eventually(lambda: db.count() == 0, timeout=timeout, message=f"{db.count()} rows left")
+    return relay.stats
+
+
 def fast_settings(**overrides: Any) -> RelaySettings:
     """Relay settings for tests: short leases, timeouts and backoffs."""
     values: dict[str, Any] = {
         "poll_interval": 0.05,
-        "lease_seconds": 5.0,
-        "send_timeout": 2.0,
+        "lease_seconds": 10.0,
+        "send_timeout": 4.0,
         "backoff_initial": 0.05,
         "backoff_max": 0.2,
         "shutdown_timeout": 2.0,

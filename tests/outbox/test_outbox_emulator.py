@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from fastapi_gcp_tasks.cli import main as cli
 from outbox import CloudTasksRelayClient, OutboxSink, Relay, outbox_sink, use_outbox
 from tests.outbox.proxy import OutageProxy
-from tests.outbox.support import QUEUE, OutboxDb, World, eventually, fast_settings, prepared
+from tests.outbox.support import QUEUE, OutboxDb, World, drain, eventually, fast_settings, prepared
 
 ASYNC_DRIVERS = {"postgres": "postgresql+asyncpg", "mariadb": "mysql+asyncmy", "sqlite": "sqlite+aiosqlite"}
 OUTAGE_SECONDS = float(os.environ.get("FASTAPI_GCP_TASKS_TEST_OUTAGE_SECONDS", "3"))
@@ -32,7 +32,7 @@ async def test_committed_delays_reach_the_worker_rolled_back_ones_never(
             world.hello.delay(name="rolled-back")
             session.rollback()
     assert world.received == []
-    stats = await world.relay(db, mode).run(until_idle=True)
+    stats = await drain(db, world.relay(db, mode))
     await world.emulator.wait_until_idle_async(timeout=10)
     assert sorted(world.received) == ["builder", "per-call"]
     assert stats.delivered == 2
@@ -48,7 +48,7 @@ async def test_async_builder_and_async_session(db: OutboxDb, world: World) -> No
                 world.hello.delay(name="sync-in-async")  # flushed with the transaction
     finally:
         await engine.dispose()
-    await world.relay(db).run(until_idle=True)
+    await drain(db, world.relay(db))
     await world.emulator.wait_until_idle_async(timeout=10)
     assert sorted(world.received) == ["async", "sync-in-async"]
 
@@ -58,7 +58,7 @@ async def test_task_id_gives_the_direct_name_and_a_duplicate_counts_as_delivered
     with Session(db.engine) as session, session.begin(), use_outbox(session):
         stored = world.hello.options(task_id="order-7").delay(name="outbox")
     assert stored.name == sent.name == f"{QUEUE}/tasks/order-7"
-    stats = await world.relay(db).run(until_idle=True)
+    stats = await drain(db, world.relay(db))
     await world.emulator.wait_until_idle_async(timeout=10)
     assert (stats.delivered, stats.already_existed) == (1, 1)
     assert world.received == ["direct"]
@@ -76,7 +76,7 @@ async def test_invalid_argument_is_dead_lettered_and_requeue_brings_it_back(
     with Session(db.engine) as session, session.begin():
         OutboxSink(session).submit(_invalid_task())
         world.hello.options(sink=outbox_sink(session)).delay(name="fine")
-    stats = await world.relay(db).run(until_idle=True)
+    stats = await drain(db, world.relay(db))
     assert (stats.delivered, stats.dead_lettered) == (1, 1)
     [letter] = db.store.dead_letters()
     assert "dispatch_deadline" in letter.reason
@@ -90,7 +90,7 @@ async def test_invalid_argument_is_dead_lettered_and_requeue_brings_it_back(
     assert cli(["outbox", "status", "--json", "--database-url", db.url]) == 0
     assert '"pending": 1' in capsys.readouterr().out
     assert db.store.dead_letters() == []
-    stats = await world.relay(db).run(until_idle=True)
+    stats = await drain(db, world.relay(db))
     assert stats.dead_lettered == 1  # still invalid: back in the dead letters, with a fresh attempt count
     assert db.store.dead_letters()[0].attempts == 1
 
