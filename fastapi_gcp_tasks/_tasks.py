@@ -393,8 +393,3 @@ def _timestamp(when: dt.datetime) -> timestamp_pb2.Timestamp:
 def _check_hooked(request: Any) -> None:
     if not isinstance(request, tasks_v2.CreateTaskRequest):
         raise TypeError(f"pre_create_hook must return the CreateTaskRequest, not {type(request).__name__}")
-
-
-def is_already_exists(exc: BaseException) -> bool:
-    """Whether `exc` says the task exists already (our error or the raw google one)."""
-    return isinstance(exc, (TaskAlreadyExistsError, core.AlreadyExists))
