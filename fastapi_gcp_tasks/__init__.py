@@ -12,7 +12,6 @@ from fastapi_gcp_tasks.dependencies import CloudSchedulerHeaders, CloudTasksHead
 from fastapi_gcp_tasks.exception import (
     BadMethodError,
     BufferRequiredError,
-    ClientClosedError,
     FastAPIGCPTasksError,
     MissingParamError,
     RouteDefinitionError,
@@ -78,7 +77,6 @@ __all__ = [
     "AsyncSchedulerOptions",
     "BadMethodError",
     "BufferRequiredError",
-    "ClientClosedError",
     "CloudSchedulerHeaders",
     "CloudTasksHeaders",
     "DeadLetter",

@@ -13,7 +13,6 @@ FastAPIGCPTasksError
 ├── TaskAlreadyExistsError    a task with this name exists or existed recently (duplicate `task_id`)
 ├── SendError                 the service refused or could not be reached while creating a task or job
 ├── WorkerConfigError         a worker-side dependency or policy given a value it cannot honour (raised when created)
-├── ClientClosedError         a client was used after it was closed
 └── BufferRequiredError       a `.delay()` that must be buffered ran outside any request buffer
 ```
 
@@ -30,7 +29,6 @@ from google.api_core.exceptions import AlreadyExists
 __all__ = [
     "BadMethodError",
     "BufferRequiredError",
-    "ClientClosedError",
     "FastAPIGCPTasksError",
     "MissingParamError",
     "RouteDefinitionError",
@@ -120,10 +118,6 @@ class SendError(FastAPIGCPTasksError):
     def __init__(self, message: str, *, retryable: bool) -> None:
         super().__init__(message)
         self.retryable = retryable
-
-
-class ClientClosedError(FastAPIGCPTasksError, RuntimeError):
-    """A client was used after it was closed."""
 
 
 class WorkerConfigError(FastAPIGCPTasksError, ValueError):
