@@ -304,55 +304,46 @@ class Schedules:
 
     def pause(self, name: str) -> scheduler_v1.Job:
         """Pause the declared job `name`; a job already paused is left as it is."""
-        full = self.job_name(name)
-        client = self._client.get()
-        with self._translated(f"pausing job {full}"):
-            try:
-                return client.pause_job(name=full, timeout=self.timeout)
-            except core.FailedPrecondition:
-                job = client.get_job(name=full, timeout=self.timeout)
-                if job.state != scheduler_v1.Job.State.PAUSED:
-                    raise
-                return job
+        return self._set_state(name, pause=True)
 
     async def pause_async(self, name: str) -> scheduler_v1.Job:
         """`pause()` with the async client."""
-        full = self.job_name(name)
-        client = self._async_client.get()
-        with self._translated(f"pausing job {full}"):
-            try:
-                return await client.pause_job(name=full, timeout=self.timeout)
-            except core.FailedPrecondition:
-                job = await client.get_job(name=full, timeout=self.timeout)
-                if job.state != scheduler_v1.Job.State.PAUSED:
-                    raise
-                return job
+        return await self._set_state_async(name, pause=True)
 
     def resume(self, name: str) -> scheduler_v1.Job:
         """Resume the declared job `name`; a job already enabled is left as it is."""
-        full = self.job_name(name)
-        client = self._client.get()
-        with self._translated(f"resuming job {full}"):
-            try:
-                return client.resume_job(name=full, timeout=self.timeout)
-            except core.FailedPrecondition:
-                job = client.get_job(name=full, timeout=self.timeout)
-                if job.state != scheduler_v1.Job.State.ENABLED:
-                    raise
-                return job
+        return self._set_state(name, pause=False)
 
     async def resume_async(self, name: str) -> scheduler_v1.Job:
         """`resume()` with the async client."""
+        return await self._set_state_async(name, pause=False)
+
+    def _set_state(self, name: str, *, pause: bool) -> scheduler_v1.Job:
+        # The service refuses pausing a paused job (and resuming an enabled one): that is already done.
+        full = self.job_name(name)
+        client = self._client.get()
+        call = client.pause_job if pause else client.resume_job
+        with self._translated(f"{'pausing' if pause else 'resuming'} job {full}"):
+            try:
+                job: scheduler_v1.Job = call(name=full, timeout=self.timeout)
+            except core.FailedPrecondition:
+                job = client.get_job(name=full, timeout=self.timeout)
+                if job.state != _target_state(pause):
+                    raise
+            return job
+
+    async def _set_state_async(self, name: str, *, pause: bool) -> scheduler_v1.Job:
         full = self.job_name(name)
         client = self._async_client.get()
-        with self._translated(f"resuming job {full}"):
+        call = client.pause_job if pause else client.resume_job
+        with self._translated(f"{'pausing' if pause else 'resuming'} job {full}"):
             try:
-                return await client.resume_job(name=full, timeout=self.timeout)
+                job: scheduler_v1.Job = await call(name=full, timeout=self.timeout)
             except core.FailedPrecondition:
                 job = await client.get_job(name=full, timeout=self.timeout)
-                if job.state != scheduler_v1.Job.State.ENABLED:
+                if job.state != _target_state(pause):
                     raise
-                return job
+            return job
 
     def run(self, name: str) -> scheduler_v1.Job:
         """Have Cloud Scheduler run the declared job `name` now, outside its schedule."""
@@ -406,3 +397,7 @@ class Schedules:
 def _ordered(plan: Plan) -> list[JobChange]:
     """Creates and updates before deletes, so a renamed job exists under its new id before the old one goes."""
     return [*plan.creates, *plan.updates, *plan.deletes]
+
+
+def _target_state(pause: bool) -> Any:
+    return scheduler_v1.Job.State.PAUSED if pause else scheduler_v1.Job.State.ENABLED
