@@ -197,6 +197,7 @@ class Emulator:
         """The official sync Cloud Tasks client for this emulator (one per emulator, closed with it)."""
         from fastapi_gcp_tasks.utils import emulator_client
 
+        self._refuse_sync_client_on_own_loop("tasks_client")
         if self._tasks_client is None:
             self._tasks_client = emulator_client(host=self.address)
         return self._tasks_client
@@ -205,6 +206,7 @@ class Emulator:
         """The official sync Cloud Scheduler client for this emulator (one per emulator, closed with it)."""
         from fastapi_gcp_tasks.utils import scheduler_emulator_client
 
+        self._refuse_sync_client_on_own_loop("scheduler_client")
         if self._scheduler_client is None:
             self._scheduler_client = scheduler_emulator_client(host=self.address)
         return self._scheduler_client
@@ -220,6 +222,21 @@ class Emulator:
         from fastapi_gcp_tasks.utils import async_scheduler_emulator_client
 
         return async_scheduler_emulator_client(host=self.address)
+
+    def _refuse_sync_client_on_own_loop(self, method: str) -> None:
+        """Under `async with`, the emulator answers on the caller's loop, which a synchronous call would block."""
+        if self._thread is not None or self._loop is None:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        if running is self._loop:
+            raise RuntimeError(
+                f"{method}() would hang here: this emulator runs on the calling event loop (`async with`), and a"
+                f" synchronous call blocks that loop before it can answer; use async_{method}(), or start it with"
+                " `with Emulator()` (its own thread)"
+            )
 
     def _close_clients(self) -> None:
         for client in (self._tasks_client, self._scheduler_client):

@@ -65,7 +65,10 @@ class AsyncASGIDeliverer:
                 )
         except TimeoutError:
             return DeliveryResult(
-                None, time.perf_counter() - started, error=f"no response within the {request.deadline:g} s deadline"
+                None,
+                time.perf_counter() - started,
+                error=f"no response within the {request.deadline:g} s deadline",
+                timed_out=True,
             )
         except httpx.HTTPError as exc:
             return DeliveryResult(None, time.perf_counter() - started, error=f"{type(exc).__name__}: {exc}")
@@ -107,7 +110,10 @@ class HttpDeliverer:
                 response = await client.request(request.method, request.url, request.headers, request.body)
         except TimeoutError:
             return DeliveryResult(
-                None, time.perf_counter() - started, error=f"no response within the {request.deadline:g} s deadline"
+                None,
+                time.perf_counter() - started,
+                error=f"no response within the {request.deadline:g} s deadline",
+                timed_out=True,
             )
         except (OSError, ProtocolError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
             return DeliveryResult(None, time.perf_counter() - started, error=f"{type(exc).__name__}: {exc}")
@@ -204,7 +210,10 @@ class RecordingDeliverer:
         if not attempt.cancelled():
             return attempt.result()
         return DeliveryResult(
-            None, time.perf_counter() - started, error=f"no response within the {request.deadline:g} s deadline"
+            None,
+            time.perf_counter() - started,
+            error=f"no response within the {request.deadline:g} s deadline",
+            timed_out=True,
         )
 
     async def aclose(self) -> None:

@@ -346,7 +346,7 @@ def _check_parent(parent: str) -> None:
 
 
 class SchedulerService:
-    """Cloud Scheduler v1 in memory. Serve `rpc_handlers()` on a `grpc.aio` server on the same loop.
+    """Cloud Scheduler v1 in memory. Serve `rpc_handlers()` (coroutines) from a server on the same loop.
 
     Time comes only from `clock`, so with a manual clock a test moves time and then calls
     `await run_due()` to fire, and wait for, whatever became due.
@@ -652,17 +652,18 @@ class SchedulerService:
             body=target.body if method in _BODY_METHODS else b"",
             deadline=_seconds(job.attempt_deadline) or _DEFAULT_DEADLINE,
             source=job.name,
+            attempt=execution.attempts,
         )
 
     async def _attempt(self, execution: _Execution) -> None:
         stored = execution.job
+        execution.attempts += 1
         request = self._request(execution)
         started = self._clock.now()
-        execution.attempts += 1
         execution.first_attempt = execution.first_attempt or started
         stored.pb.last_attempt_time.CopyFrom(_timestamp(started))
         result, timed_out = await self._deliver(request, started)
-        code, message = _grpc_code(result, timed_out)
+        code, message = _grpc_code(result, timed_out or result.timed_out)
         stored.pb.status.Clear()
         stored.pb.status.code = code
         stored.pb.status.message = message

@@ -1,8 +1,9 @@
-"""The Cloud Tasks v2 service of the emulator: queues, tasks and their dispatch, over grpc.aio.
+"""The Cloud Tasks v2 service of the emulator: queues, tasks and their dispatch.
 
-The handlers work on the raw protobuf messages (no proto-plus wrapping) and do no I/O. They run on the
-threads of a synchronous gRPC server, whose per-call cost is well below grpc.aio's, under one lock that
-the event loop also takes; the loop does everything that waits (timers, deliveries). Creating a task
+The handlers work on the raw protobuf messages (no proto-plus wrapping) and do no I/O. The emulator's
+gRPC server (`_grpc_server.py`) calls them on the event loop that also does everything that waits
+(timers, deliveries); a lock guards the state for the few methods other threads may call (`add_queue`,
+`reset`, `is_idle`) and for handlers served from another thread by a grpcio server. Creating a task
 stores it and asks for a "pump" of its queue. The pump, run once per loop
 iteration however many tasks arrived, starts every attempt the queue may start now (schedule time
 reached, a free slot under `max_concurrent_dispatches`, a token in the `max_dispatches_per_second`
@@ -409,10 +410,10 @@ class TasksService:
     # gRPC plumbing ---------------------------------------------------------------------------------------------
 
     def rpc_handlers(self) -> list[grpc.GenericRpcHandler]:
-        """The Cloud Tasks and long-running Operations services, for a synchronous `grpc.server`.
+        """The Cloud Tasks and long-running Operations services, as synchronous unary handlers.
 
-        Handlers run on the server's threads, under the service's lock; `RunTask` hands its work
-        to the event loop.
+        Each runs under the service's lock; `RunTask`, which starts an attempt, hands its work to the
+        event loop when called from another thread.
         """
         tasks = {
             "ListQueues": (self.list_queues, tasks_v2.ListQueuesRequest, _ListQueuesResponse),
@@ -953,9 +954,7 @@ class TasksService:
                 state.execution_count += 1
             state.previous_response = status
         else:
-            attempt.response_status.code = (
-                code_pb2.DEADLINE_EXCEEDED if "deadline" in (result.error or "") else (code_pb2.UNAVAILABLE)
-            )
+            attempt.response_status.code = code_pb2.DEADLINE_EXCEEDED if result.timed_out else code_pb2.UNAVAILABLE
             attempt.response_status.message = result.error or "no response"
         if result.ok:
             self._forget(state, now)
@@ -976,9 +975,7 @@ class TasksService:
             if retry_after is not None:
                 delay = max(delay, retry_after)
         state.retry_reason = (
-            f"HTTP {status}"
-            if status is not None
-            else ("DEADLINE_EXCEEDED" if "deadline" in (result.error or "") else "UNAVAILABLE")
+            f"HTTP {status}" if status is not None else ("DEADLINE_EXCEEDED" if result.timed_out else "UNAVAILABLE")
         )
         state.when = now + dt.timedelta(seconds=delay)
         _set_time(pb.schedule_time, state.when)

@@ -52,6 +52,8 @@ class DeliveryResult:
     latency: float
     headers: Mapping[str, str] = field(default_factory=dict)
     error: str | None = None
+    timed_out: bool = False
+    """No response came before the attempt's deadline (Cloud Tasks and Scheduler record DEADLINE_EXCEEDED)."""
 
     @property
     def ok(self) -> bool:

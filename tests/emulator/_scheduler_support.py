@@ -18,6 +18,7 @@ from google.cloud.scheduler_v1.services.cloud_scheduler.transports import (
 
 from fastapi_gcp_tasks.emulator._clock import ManualClock
 from fastapi_gcp_tasks.emulator._delivery import AsyncASGIDeliverer
+from fastapi_gcp_tasks.emulator._grpc_server import GrpcServer
 from fastapi_gcp_tasks.emulator._scheduler import SchedulerService
 
 PARENT = "projects/test-project/locations/europe-west1"
@@ -97,10 +98,8 @@ async def start_harness(*, service_started: bool = False) -> AsyncIterator[Harne
     worker = Worker()
     deliverer = AsyncASGIDeliverer(worker.app)
     service = SchedulerService(clock=clock, deliverer=deliverer, oidc_signer=fake_signer)
-    server = grpc.aio.server()
-    server.add_generic_rpc_handlers(service.rpc_handlers())
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
+    server = GrpcServer(service.rpc_handlers())
+    port = await server.start("127.0.0.1", 0)
     address = f"127.0.0.1:{port}"
     channel = grpc.aio.insecure_channel(address)
     client = scheduler_v1.CloudSchedulerAsyncClient(transport=CloudSchedulerGrpcAsyncIOTransport(channel=channel))
@@ -115,5 +114,5 @@ async def start_harness(*, service_started: bool = False) -> AsyncIterator[Harne
         await service.stop()
         await channel.close()
         sync_channel.close()
-        await server.stop(None)
+        await server.stop()
         await deliverer.aclose()

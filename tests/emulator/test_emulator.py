@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from google.api_core import exceptions
 from google.cloud import scheduler_v1, tasks_v2
@@ -68,6 +70,14 @@ async def test_async_with_runs_on_the_current_loop() -> None:
         assert [record.status for record in emu.deliveries] == [200]
         assert emu.is_idle()
         await client.transport.close()  # type: ignore[no-untyped-call, unused-ignore]
+        # a synchronous client on this loop would block the loop that has to answer it
+        for method in (emu.tasks_client, emu.scheduler_client):
+            with pytest.raises(RuntimeError, match="would hang here"):
+                method()
+        # from another thread it is fine
+        sync_client = await asyncio.to_thread(emu.tasks_client)
+        queue = await asyncio.to_thread(sync_client.get_queue, name=QUEUE)
+        assert queue.name == QUEUE
 
 
 def test_a_port_in_use_is_reported() -> None:

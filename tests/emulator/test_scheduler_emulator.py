@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import socket
 import threading
@@ -119,3 +120,53 @@ def test_over_real_http_in_real_time() -> None:
         server.should_exit = True
         thread.join(timeout=10)
         listener.close()
+
+
+def test_records_number_retries_and_a_deadline_on_the_manual_clock_is_deadline_exceeded() -> None:
+    """Through `Emulator` (whose recorder also enforces deadlines on a manual clock): attempts 1, 2, 3 of a
+    failing job, and DEADLINE_EXCEEDED, not UNAVAILABLE, for a job whose worker never answers."""
+    app = FastAPI()
+
+    @app.post("/fail", status_code=500)
+    def fail() -> None:
+        return None
+
+    @app.post("/hang")
+    async def hang_forever() -> None:
+        await asyncio.sleep(3600)  # cancelled when the attempt's deadline passes on the manual clock
+
+    clock = ManualClock(dt.datetime(2026, 1, 5, 12, 0, tzinfo=dt.UTC))
+    with Emulator(clock=clock, deliver_to=app) as emu:
+        client = emu.scheduler_client()
+        failing = client.create_job(
+            parent=PARENT,
+            job=scheduler_v1.Job(
+                name=job_name("fails"),
+                schedule="0 0 1 1 *",
+                http_target={"uri": "http://testserver/fail"},
+                retry_config={"retry_count": 2, "min_backoff_duration": {"seconds": 5}},
+            ),
+        )
+        client.run_job(name=failing.name)
+        for _ in range(3):
+            emu.wait_until_idle()
+            clock.advance(30)
+        emu.wait_until_idle()
+        assert [(record.attempt, record.status) for record in emu.deliveries] == [(1, 500), (2, 500), (3, 500)]
+
+        hanging = client.create_job(
+            parent=PARENT,
+            job=scheduler_v1.Job(
+                name=job_name("hangs"),
+                schedule="0 0 1 1 *",
+                http_target={"uri": "http://testserver/hang"},
+                attempt_deadline={"seconds": 15},
+            ),
+        )
+        client.run_job(name=hanging.name)
+        time.sleep(0.05)
+        clock.advance(16)
+        emu.wait_until_idle()
+        status = client.get_job(name=hanging.name).status
+        assert status.code == 4, status  # DEADLINE_EXCEEDED
+        assert emu.deliveries[-1].status is None

@@ -17,6 +17,7 @@ from hypothesis import event, given
 from hypothesis import strategies as st
 
 from fastapi_gcp_tasks.emulator._clock import ManualClock
+from fastapi_gcp_tasks.emulator._grpc_server import GrpcServer
 from fastapi_gcp_tasks.emulator._scheduler import SERVICE_NAME, SchedulerService
 from fastapi_gcp_tasks.emulator._types import DeliveryRequest, DeliveryResult
 
@@ -64,15 +65,10 @@ def server() -> Iterator[Server]:
     clock = ManualClock(START)
     deliverer = AcceptingDeliverer()
     service = SchedulerService(clock=clock, deliverer=deliverer, oidc_signer=fake_signer)
-    grpc_server: list[grpc.aio.Server] = []
+    grpc_server = GrpcServer(service.rpc_handlers())
 
     async def start() -> int:
-        aio_server = grpc.aio.server()
-        aio_server.add_generic_rpc_handlers(service.rpc_handlers())
-        port: int = aio_server.add_insecure_port("127.0.0.1:0")
-        await aio_server.start()
-        grpc_server.append(aio_server)
-        return port
+        return await grpc_server.start("127.0.0.1", 0)
 
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
@@ -83,7 +79,7 @@ def server() -> Iterator[Server]:
         yield Server(loop, clock, service, deliverer, client, channel)
     finally:
         channel.close()
-        asyncio.run_coroutine_threadsafe(grpc_server[0].stop(None), loop).result(timeout=10)
+        asyncio.run_coroutine_threadsafe(grpc_server.stop(), loop).result(timeout=10)
         asyncio.run_coroutine_threadsafe(service.stop(), loop).result(timeout=10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)

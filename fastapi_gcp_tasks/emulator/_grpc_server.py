@@ -1,0 +1,629 @@
+"""A lean gRPC server for unary calls: HTTP/2 over cleartext, on the running asyncio event loop.
+
+grpcio's Python server hands every call from its C core to a Python thread and back, which costs more
+CPU than everything the emulator does with a task. Both Cloud Tasks and Cloud Scheduler are unary APIs,
+so this module serves exactly that: HTTP/2 with prior knowledge (what gRPC clients speak without TLS),
+flow control both ways, HPACK decoding of our own (`_hpack.py`), and the gRPC message framing and status
+trailers. Handlers are the usual `grpc.GenericRpcHandler` objects. A synchronous behaviour runs inline on
+the loop (the emulator's handlers do no I/O); a coroutine behaviour (grpc.aio style) runs as a task.
+
+Not served: TLS, streaming methods, server push, request compression other than gzip and deflate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import logging
+import struct
+import zlib
+from collections.abc import Iterable, Sequence
+from typing import Any, NoReturn
+from urllib.parse import quote
+
+import grpc
+
+from fastapi_gcp_tasks.emulator._hpack import HPACKDecoder, HPACKError
+
+__all__ = ["GrpcServer"]
+
+logger = logging.getLogger("fastapi_gcp_tasks.emulator")
+
+_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+_FRAME = struct.Struct(">HBBBL")  # 24-bit length as 16 + 8 bits, type, flags, stream id
+_SETTING = struct.Struct(">HL")
+_MESSAGE_PREFIX = struct.Struct(">BL")
+
+_DATA, _HEADERS, _PRIORITY, _RST_STREAM, _SETTINGS, _PUSH_PROMISE, _PING, _GOAWAY, _WINDOW_UPDATE, _CONTINUATION = (
+    range(10)
+)
+_END_STREAM = 0x1
+_ACK = 0x1
+_END_HEADERS = 0x4
+_PADDED = 0x8
+_PRIORITY_FLAG = 0x20
+
+_NO_ERROR, _PROTOCOL_ERROR, _INTERNAL_ERROR, _FLOW_CONTROL_ERROR = 0x0, 0x1, 0x2, 0x3
+_STREAM_CLOSED, _FRAME_SIZE_ERROR, _REFUSED_STREAM, _COMPRESSION_ERROR = 0x5, 0x6, 0x7, 0x9
+
+_SETTINGS_HEADER_TABLE_SIZE = 0x1
+_SETTINGS_MAX_CONCURRENT_STREAMS = 0x3
+_SETTINGS_INITIAL_WINDOW_SIZE = 0x4
+_SETTINGS_MAX_FRAME_SIZE = 0x5
+_SETTINGS_MAX_HEADER_LIST_SIZE = 0x6
+
+_MAX_FRAME_SIZE = 16_384  # what we accept (the protocol's default)
+_MAX_HEADER_LIST_SIZE = 65_536
+_MAX_CONCURRENT_STREAMS = 1_000
+_MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+_STREAM_WINDOW = 4 * 1024 * 1024  # advertised to the client for each stream
+_CONNECTION_WINDOW = 16 * 1024 * 1024
+_DEFAULT_WINDOW = 65_535
+_MAX_WINDOW = 2**31 - 1
+
+
+def _frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
+    size = len(payload)
+    return _FRAME.pack(size >> 8, size & 0xFF, kind, flags, stream_id) + payload
+
+
+def _hpack_int(value: int, prefix_bits: int, first: int = 0) -> bytes:
+    """RFC 7541 section 5.1: `value` with an N-bit prefix; `first` holds the bits above the prefix."""
+    limit = (1 << prefix_bits) - 1
+    if value < limit:
+        return bytes((first | value,))
+    out = bytearray((first | limit,))
+    value -= limit
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _literal(name: bytes, value: bytes) -> bytes:
+    """A header as a literal without indexing and with a literal name: no encoder state is needed."""
+    return b"\x00" + _hpack_int(len(name), 7) + name + _hpack_int(len(value), 7) + value
+
+
+# ":status: 200" is static table entry 8; "content-type" is entry 31, sent as a literal without indexing
+_RESPONSE_HEADERS = b"\x88" + _hpack_int(31, 4) + _hpack_int(16, 7) + b"application/grpc"
+_OK_TRAILERS = _literal(b"grpc-status", b"0")
+
+# headers that are HTTP/2 or gRPC transport, not call metadata
+_RESERVED = frozenset({"te", "content-type", "grpc-timeout", "grpc-encoding", "grpc-accept-encoding", "user-agent"})
+
+
+def _status_block(code: grpc.StatusCode, details: str, *, with_response_headers: bool) -> bytes:
+    """Trailers (or a Trailers-Only response) carrying `code`; details are percent-encoded as gRPC says."""
+    block = _RESPONSE_HEADERS if with_response_headers else b""
+    block += _literal(b"grpc-status", str(code.value[0]).encode())
+    if details:
+        block += _literal(b"grpc-message", quote(details, safe=" !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~").encode())
+    return block
+
+
+class _AbortError(Exception):
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self.code = code
+        self.details = details
+
+
+class _CallDetails(grpc.HandlerCallDetails):  # type: ignore[misc, unused-ignore]
+    def __init__(self, method: str, metadata: tuple[tuple[str, str], ...]) -> None:
+        self.method = method
+        self.invocation_metadata = metadata
+
+
+class _Context:
+    """What a unary handler may ask of its call: abort it, read its metadata and peer."""
+
+    def __init__(self, metadata: tuple[tuple[str, str], ...], peer: str) -> None:
+        self._metadata = metadata
+        self._peer = peer
+
+    def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata: Any = ()) -> NoReturn:
+        raise _AbortError(code, details)
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return self._metadata
+
+    def peer(self) -> str:
+        return self._peer
+
+
+class _AsyncContext(_Context):
+    """The grpc.aio flavour: `abort()` is awaited."""
+
+    async def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata: Any = ()) -> NoReturn:  # type: ignore[override]
+        raise _AbortError(code, details)
+
+
+class _Stream:
+    __slots__ = ("blocked", "body", "headers", "outbound", "send_window", "stream_id", "task", "trailers")
+
+    def __init__(self, stream_id: int, send_window: int) -> None:
+        self.stream_id = stream_id
+        self.send_window = send_window
+        self.headers: list[tuple[str, str]] = []
+        self.body = bytearray()
+        self.outbound = b""  # response DATA not yet sent, waiting for flow-control window
+        self.trailers: bytes | None = None  # set once the response is ready
+        self.blocked = False
+        self.task: asyncio.Task[None] | None = None
+
+
+class _ConnectionError(Exception):
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection: frames in, calls dispatched, responses out."""
+
+    def __init__(self, server: GrpcServer) -> None:
+        self._server = server
+        self._transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self._preface_seen = False
+        self._decoder = HPACKDecoder(max_header_list_size=_MAX_HEADER_LIST_SIZE)
+        self._streams: dict[int, _Stream] = {}
+        self._last_stream_id = 0
+        self._continuing: _Stream | None = None
+        self._header_fragments: list[bytes] = []
+        self._continuing_ends_stream = False
+        self._peer_max_frame = _MAX_FRAME_SIZE
+        self._peer_initial_window = _DEFAULT_WINDOW
+        self._send_window = _DEFAULT_WINDOW
+        self._received_unacknowledged = 0
+        self._blocked: list[_Stream] = []
+        self._out: list[bytes] = []
+        self._closing = False
+        self._peer = "unknown"
+
+    # asyncio.Protocol -------------------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            self._peer = f"ipv6:[{peer[0]}]:{peer[1]}" if ":" in str(peer[0]) else f"ipv4:{peer[0]}:{peer[1]}"
+        self._server._connections.add(self)
+        settings = b"".join(
+            _SETTING.pack(key, value)
+            for key, value in (
+                (_SETTINGS_MAX_CONCURRENT_STREAMS, _MAX_CONCURRENT_STREAMS),
+                (_SETTINGS_INITIAL_WINDOW_SIZE, _STREAM_WINDOW),
+                (_SETTINGS_MAX_HEADER_LIST_SIZE, _MAX_HEADER_LIST_SIZE),
+            )
+        )
+        transport.write(
+            _frame(_SETTINGS, 0, 0, settings)
+            + _frame(_WINDOW_UPDATE, 0, 0, (_CONNECTION_WINDOW - _DEFAULT_WINDOW).to_bytes(4, "big"))
+        )
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._server._forget(self)
+        for stream in self._streams.values():
+            if stream.task is not None:
+                stream.task.cancel()
+        self._streams.clear()
+        self._blocked.clear()
+        self._transport = None
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer
+        buffer += data
+        try:
+            if not self._preface_seen:
+                if len(buffer) < len(_PREFACE):
+                    if not _PREFACE.startswith(bytes(buffer)):
+                        raise _ConnectionError(_PROTOCOL_ERROR, "not an HTTP/2 connection preface")
+                    return
+                if buffer[: len(_PREFACE)] != _PREFACE:
+                    raise _ConnectionError(_PROTOCOL_ERROR, "not an HTTP/2 connection preface")
+                del buffer[: len(_PREFACE)]
+                self._preface_seen = True
+            position = 0
+            end = len(buffer)
+            while end - position >= 9:
+                high, low, kind, flags, stream_id = _FRAME.unpack_from(buffer, position)
+                size = (high << 8) | low
+                if size > _MAX_FRAME_SIZE:
+                    raise _ConnectionError(_FRAME_SIZE_ERROR, f"a frame of {size} bytes is over {_MAX_FRAME_SIZE}")
+                if end - position - 9 < size:
+                    break
+                payload = bytes(buffer[position + 9 : position + 9 + size])
+                position += 9 + size
+                self._frame_received(kind, flags, stream_id & 0x7FFFFFFF, payload)
+            del buffer[:position]
+        except _ConnectionError as exc:
+            self._go_away(exc.code, str(exc))
+        except Exception:
+            logger.exception("emulator: HTTP/2 connection failed")
+            self._go_away(_INTERNAL_ERROR, "internal error")
+        self._write_out()
+
+    # frames -----------------------------------------------------------------------------------------------------
+
+    def _frame_received(self, kind: int, flags: int, stream_id: int, payload: bytes) -> None:
+        if self._continuing is not None and kind != _CONTINUATION:
+            raise _ConnectionError(_PROTOCOL_ERROR, "expected a CONTINUATION frame")
+        if kind == _DATA:
+            self._on_data(flags, stream_id, payload)
+        elif kind == _HEADERS:
+            self._on_headers(flags, stream_id, payload)
+        elif kind == _CONTINUATION:
+            if self._continuing is None or self._continuing.stream_id != stream_id:
+                raise _ConnectionError(_PROTOCOL_ERROR, "unexpected CONTINUATION frame")
+            self._header_fragments.append(payload)
+            if flags & _END_HEADERS:
+                stream, self._continuing = self._continuing, None
+                self._headers_complete(stream, b"".join(self._header_fragments), self._continuing_ends_stream)
+        elif kind == _SETTINGS:
+            self._on_settings(flags, stream_id, payload)
+        elif kind == _WINDOW_UPDATE:
+            self._on_window_update(stream_id, payload)
+        elif kind == _PING:
+            if stream_id != 0 or len(payload) != 8:
+                raise _ConnectionError(_PROTOCOL_ERROR, "malformed PING")
+            if not flags & _ACK:
+                self._out.append(_frame(_PING, _ACK, 0, payload))
+        elif kind == _RST_STREAM:
+            if stream_id == 0 or len(payload) != 4:
+                raise _ConnectionError(_PROTOCOL_ERROR, "malformed RST_STREAM")
+            self._close_stream(stream_id, cancel=True)
+        elif kind == _GOAWAY:
+            self._closing = True
+            self._close_when_done()
+        elif kind == _PUSH_PROMISE:
+            raise _ConnectionError(_PROTOCOL_ERROR, "a client must not send PUSH_PROMISE")
+        elif kind == _PRIORITY and stream_id == 0:
+            raise _ConnectionError(_PROTOCOL_ERROR, "PRIORITY on stream 0")
+        # frames of unknown types are ignored, as RFC 9113 requires
+
+    @staticmethod
+    def _unpad(flags: int, payload: bytes) -> bytes:
+        if not flags & _PADDED:
+            return payload
+        if not payload or payload[0] >= len(payload):
+            raise _ConnectionError(_PROTOCOL_ERROR, "padding longer than the frame")
+        return payload[1 : len(payload) - payload[0]]
+
+    def _on_headers(self, flags: int, stream_id: int, payload: bytes) -> None:
+        if stream_id == 0 or stream_id % 2 == 0:
+            raise _ConnectionError(_PROTOCOL_ERROR, f"HEADERS on stream {stream_id}")
+        block = self._unpad(flags, payload)
+        if flags & _PRIORITY_FLAG:
+            block = block[5:]
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            if stream_id <= self._last_stream_id:
+                raise _ConnectionError(_STREAM_CLOSED, f"HEADERS on closed stream {stream_id}")
+            self._last_stream_id = stream_id
+            stream = _Stream(stream_id, self._peer_initial_window)
+            if len(self._streams) >= _MAX_CONCURRENT_STREAMS or self._closing:
+                stream.trailers = b""  # refused: decode the block (HPACK state) but serve nothing
+            else:
+                self._streams[stream_id] = stream
+        if flags & _END_HEADERS:
+            self._headers_complete(stream, block, bool(flags & _END_STREAM))
+        else:
+            self._continuing = stream
+            self._header_fragments = [block]
+            self._continuing_ends_stream = bool(flags & _END_STREAM)
+
+    def _headers_complete(self, stream: _Stream, block: bytes, ends_stream: bool) -> None:
+        try:
+            headers = self._decoder.decode(block)
+        except HPACKError as exc:
+            raise _ConnectionError(_COMPRESSION_ERROR, f"undecodable header block: {exc}") from None
+        if stream.trailers is not None and stream.stream_id not in self._streams:
+            self._out.append(_frame(_RST_STREAM, 0, stream.stream_id, _REFUSED_STREAM.to_bytes(4, "big")))
+            return
+        stream.headers.extend(headers)
+        if ends_stream:
+            self._request_complete(stream)
+
+    def _on_data(self, flags: int, stream_id: int, payload: bytes) -> None:
+        if stream_id == 0:
+            raise _ConnectionError(_PROTOCOL_ERROR, "DATA on stream 0")
+        self._received_unacknowledged += len(payload)
+        if self._received_unacknowledged >= _CONNECTION_WINDOW // 2:
+            self._out.append(_frame(_WINDOW_UPDATE, 0, 0, self._received_unacknowledged.to_bytes(4, "big")))
+            self._received_unacknowledged = 0
+        stream = self._streams.get(stream_id)
+        if stream is None or stream.trailers is not None or stream.task is not None:
+            if stream_id > self._last_stream_id:
+                raise _ConnectionError(_PROTOCOL_ERROR, f"DATA on idle stream {stream_id}")
+            return  # a stream we answered or reset already: the data is counted and dropped
+        stream.body += self._unpad(flags, payload)
+        if len(stream.body) > _MAX_MESSAGE_BYTES + 5:
+            self._finish(
+                stream,
+                _status_block(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"the request is larger than {_MAX_MESSAGE_BYTES} bytes",
+                    with_response_headers=True,
+                ),
+                trailers_only=True,
+            )
+            self._out.append(_frame(_RST_STREAM, 0, stream_id, _NO_ERROR.to_bytes(4, "big")))
+            return
+        if flags & _END_STREAM:
+            self._request_complete(stream)
+        elif len(stream.body) >= _STREAM_WINDOW // 2:
+            # a large request: keep its window open (the body is bounded above)
+            self._out.append(_frame(_WINDOW_UPDATE, 0, stream_id, len(payload).to_bytes(4, "big")))
+
+    def _on_settings(self, flags: int, stream_id: int, payload: bytes) -> None:
+        if stream_id != 0:
+            raise _ConnectionError(_PROTOCOL_ERROR, "SETTINGS on a stream")
+        if flags & _ACK:
+            return
+        if len(payload) % 6:
+            raise _ConnectionError(_FRAME_SIZE_ERROR, "SETTINGS of a size not a multiple of 6")
+        for offset in range(0, len(payload), 6):
+            key, value = _SETTING.unpack_from(payload, offset)
+            if key == _SETTINGS_INITIAL_WINDOW_SIZE:
+                if value > _MAX_WINDOW:
+                    raise _ConnectionError(_FLOW_CONTROL_ERROR, "SETTINGS_INITIAL_WINDOW_SIZE above 2^31-1")
+                delta = value - self._peer_initial_window
+                self._peer_initial_window = value
+                for stream in self._streams.values():
+                    stream.send_window += delta
+            elif key == _SETTINGS_MAX_FRAME_SIZE:
+                if not _MAX_FRAME_SIZE <= value <= 16_777_215:
+                    raise _ConnectionError(_PROTOCOL_ERROR, "SETTINGS_MAX_FRAME_SIZE out of range")
+                self._peer_max_frame = value
+            # HEADER_TABLE_SIZE needs nothing: responses never use the dynamic table
+        self._out.append(_frame(_SETTINGS, _ACK, 0))
+        self._send_blocked()
+
+    def _on_window_update(self, stream_id: int, payload: bytes) -> None:
+        if len(payload) != 4:
+            raise _ConnectionError(_FRAME_SIZE_ERROR, "WINDOW_UPDATE of the wrong size")
+        increment = int.from_bytes(payload, "big") & 0x7FFFFFFF
+        if stream_id == 0:
+            if increment == 0:
+                raise _ConnectionError(_PROTOCOL_ERROR, "WINDOW_UPDATE of 0")
+            self._send_window += increment
+            if self._send_window > _MAX_WINDOW:
+                raise _ConnectionError(_FLOW_CONTROL_ERROR, "connection window above 2^31-1")
+        else:
+            stream = self._streams.get(stream_id)
+            if stream is None:
+                return
+            stream.send_window += increment
+        self._send_blocked()
+
+    # calls ------------------------------------------------------------------------------------------------------
+
+    def _request_complete(self, stream: _Stream) -> None:
+        headers = dict(stream.headers)
+        method = headers.get(":method")
+        path = headers.get(":path", "")
+        content_type = headers.get("content-type", "")
+        if method != "POST":
+            self._http_error(stream, b"405")
+            return
+        if not content_type.startswith("application/grpc"):
+            self._http_error(stream, b"415")
+            return
+        metadata = tuple((name, value) for name, value in stream.headers if name[0] != ":" and name not in _RESERVED)
+        handler = self._server._handler(path, metadata)
+        if handler is None:
+            self._fail(stream, grpc.StatusCode.UNIMPLEMENTED, f"Method not found: {path}")
+            return
+        try:
+            payload = self._message(stream.body, headers.get("grpc-encoding", "identity"))
+        except _AbortError as exc:
+            self._fail(stream, exc.code, exc.details)
+            return
+        behaviour = handler.unary_unary
+        if self._server._is_coroutine(behaviour):
+            stream.task = asyncio.get_running_loop().create_task(
+                self._serve_async(stream, handler, payload, _AsyncContext(metadata, self._peer))
+            )
+            return
+        try:
+            request = payload if handler.request_deserializer is None else handler.request_deserializer(payload)
+            response = behaviour(request, _Context(metadata, self._peer))
+            self._answer(stream, handler, response)
+        except _AbortError as exc:
+            self._fail(stream, exc.code, exc.details)
+        except Exception as exc:
+            logger.exception("emulator: %s failed", path)
+            self._fail(stream, grpc.StatusCode.UNKNOWN, f"Exception calling application: {exc}")
+
+    async def _serve_async(self, stream: _Stream, handler: Any, payload: bytes, context: _AsyncContext) -> None:
+        try:
+            request = payload if handler.request_deserializer is None else handler.request_deserializer(payload)
+            response = await handler.unary_unary(request, context)
+            self._answer(stream, handler, response)
+        except _AbortError as exc:
+            self._fail(stream, exc.code, exc.details)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logger.exception("emulator: a gRPC call failed")
+            self._fail(stream, grpc.StatusCode.UNKNOWN, f"Exception calling application: {exc}")
+        finally:
+            stream.task = None
+        self._write_out()
+
+    @staticmethod
+    def _message(body: bytearray, encoding: str) -> bytes:
+        """The one request message of a unary call, decompressed."""
+        if len(body) < 5:
+            raise _AbortError(grpc.StatusCode.INTERNAL, "the request carries no message")
+        compressed, size = _MESSAGE_PREFIX.unpack_from(body)
+        if len(body) != 5 + size:
+            raise _AbortError(grpc.StatusCode.INTERNAL, "a unary request must carry exactly one message")
+        message = bytes(body[5:])
+        if not compressed:
+            return message
+        try:
+            if encoding == "gzip":
+                return gzip.decompress(message)
+            if encoding == "deflate":
+                return zlib.decompress(message)
+        except (OSError, EOFError, zlib.error):
+            raise _AbortError(grpc.StatusCode.INTERNAL, f"the request is not valid {encoding} data") from None
+        if encoding == "identity":
+            raise _AbortError(grpc.StatusCode.INTERNAL, "a compressed message without grpc-encoding")
+        raise _AbortError(grpc.StatusCode.UNIMPLEMENTED, f"request compression {encoding!r} is not supported")
+
+    def _answer(self, stream: _Stream, handler: Any, response: Any) -> None:
+        message = response if handler.response_serializer is None else handler.response_serializer(response)
+        stream.outbound = _MESSAGE_PREFIX.pack(0, len(message)) + message
+        self._out.append(_frame(_HEADERS, _END_HEADERS, stream.stream_id, _RESPONSE_HEADERS))
+        self._finish(stream, _OK_TRAILERS, trailers_only=False)
+
+    def _fail(self, stream: _Stream, code: grpc.StatusCode, details: str) -> None:
+        self._finish(stream, _status_block(code, details, with_response_headers=True), trailers_only=True)
+
+    def _http_error(self, stream: _Stream, status: bytes) -> None:
+        block = _hpack_int(8, 4) + _hpack_int(len(status), 7) + status  # ":status" has static index 8
+        self._finish(stream, block, trailers_only=True)
+
+    # output -----------------------------------------------------------------------------------------------------
+
+    def _finish(self, stream: _Stream, trailers: bytes, *, trailers_only: bool) -> None:
+        if self._streams.get(stream.stream_id) is not stream:
+            return  # reset by the client meanwhile
+        stream.trailers = trailers
+        stream.body = bytearray()
+        if trailers_only:
+            stream.outbound = b""
+        self._send(stream)
+
+    def _send(self, stream: _Stream) -> None:
+        """Send what flow control allows of the response DATA, then the trailers."""
+        out = self._out
+        pending = stream.outbound
+        while pending:
+            allowed = min(len(pending), self._send_window, stream.send_window, self._peer_max_frame)
+            if allowed <= 0:
+                stream.outbound = pending
+                if not stream.blocked:
+                    stream.blocked = True
+                    self._blocked.append(stream)
+                return
+            out.append(_frame(_DATA, 0, stream.stream_id, pending[:allowed]))
+            pending = pending[allowed:]
+            self._send_window -= allowed
+            stream.send_window -= allowed
+        stream.outbound = b""
+        assert stream.trailers is not None
+        out.append(_frame(_HEADERS, _END_HEADERS | _END_STREAM, stream.stream_id, stream.trailers))
+        self._close_stream(stream.stream_id, cancel=False)
+
+    def _send_blocked(self) -> None:
+        blocked, self._blocked = self._blocked, []
+        for stream in blocked:
+            stream.blocked = False
+            if self._streams.get(stream.stream_id) is stream:
+                self._send(stream)
+
+    def _close_stream(self, stream_id: int, *, cancel: bool) -> None:
+        stream = self._streams.pop(stream_id, None)
+        if stream is not None and cancel and stream.task is not None:
+            stream.task.cancel()
+        if self._closing:
+            self._close_when_done()
+
+    def _go_away(self, code: int, reason: str) -> None:
+        if self._transport is None:
+            return
+        self._out.append(
+            _frame(_GOAWAY, 0, 0, self._last_stream_id.to_bytes(4, "big") + code.to_bytes(4, "big") + reason.encode())
+        )
+        self._write_out()
+        self._transport.close()
+
+    def _close_when_done(self) -> None:
+        if not self._streams and self._transport is not None:
+            self._write_out()
+            self._transport.close()
+
+    def _write_out(self) -> None:
+        if self._out and self._transport is not None:
+            out, self._out = self._out, []
+            self._transport.write(b"".join(out))
+
+    def shut_down(self) -> None:
+        """Refuse new calls (GOAWAY) and close once the calls in flight are answered."""
+        if self._transport is None or self._closing:
+            return
+        self._closing = True
+        self._out.append(_frame(_GOAWAY, 0, 0, self._last_stream_id.to_bytes(4, "big") + _NO_ERROR.to_bytes(4, "big")))
+        self._write_out()
+        self._close_when_done()
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+
+class GrpcServer:
+    """Serves unary methods of `grpc.GenericRpcHandler`s over HTTP/2 on the running loop."""
+
+    def __init__(self, handlers: Iterable[grpc.GenericRpcHandler]) -> None:
+        self._handlers: Sequence[grpc.GenericRpcHandler] = tuple(handlers)
+        self._methods: dict[str, Any] = {}
+        self._coroutines: dict[Any, bool] = {}
+        self._connections: set[_Connection] = set()
+        self._server: asyncio.Server | None = None
+        self._all_closed: asyncio.Event | None = None
+
+    def _handler(self, path: str, metadata: tuple[tuple[str, str], ...]) -> Any:
+        if path in self._methods:
+            return self._methods[path]
+        found = None
+        for generic in self._handlers:
+            found = generic.service(_CallDetails(path, metadata))
+            if found is not None:
+                break
+        if found is not None and found.unary_unary is None:
+            found = None  # streaming methods are not served
+        if len(self._methods) < 1_000:
+            self._methods[path] = found
+        return found
+
+    def _forget(self, connection: _Connection) -> None:
+        self._connections.discard(connection)
+        if not self._connections and self._all_closed is not None:
+            self._all_closed.set()
+
+    def _is_coroutine(self, behaviour: Any) -> bool:
+        known = self._coroutines.get(behaviour)
+        if known is None:
+            known = self._coroutines[behaviour] = asyncio.iscoroutinefunction(behaviour)
+        return known
+
+    async def start(self, host: str, port: int) -> int:
+        """Listen on `host:port` (0 picks a free port) and return the port."""
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: _Connection(self), host.strip("[]"), port)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def stop(self, grace: float | None = 0.5) -> None:
+        """Stop listening, let calls in flight finish for up to `grace` seconds, then close every connection."""
+        if self._server is None:
+            return
+        server, self._server = self._server, None
+        server.close()
+        for connection in list(self._connections):
+            connection.shut_down()
+        if self._connections:
+            self._all_closed = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._all_closed.wait(), grace or 0.0)
+        for connection in list(self._connections):
+            connection.abort()
+        await server.wait_closed()
