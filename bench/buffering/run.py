@@ -52,9 +52,15 @@ def ensure_peer_venv() -> Path:
     return python
 
 
+PINNED: dict[str, list[str]] = {}
+"""With --pin: the `taskset` prefix per role ("server": the uvicorn processes, "emulator")."""
+
+
 @contextmanager
-def process(args: list[str], *, env: dict[str, str], cwd: Path) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(args, env={**os.environ, **env}, cwd=cwd)
+def process(
+    args: list[str], *, env: dict[str, str], cwd: Path, role: str = "server"
+) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen([*PINNED.get(role, []), *args], env={**os.environ, **env}, cwd=cwd)
     try:
         yield proc
     finally:
@@ -88,7 +94,8 @@ def emulator() -> Iterator[str]:
     port = free_port()
     address = f"127.0.0.1:{port}"
     args = [sys.executable, "-m", "fastapi_gcp_tasks", "emulator", "--port", str(port), "--queue", QUEUE]
-    with process([*args, "--http-port", str(free_port()), "--log-level", "WARNING"], env={}, cwd=ROOT) as proc:
+    args += ["--http-port", str(free_port()), "--log-level", "WARNING"]
+    with process(args, env={}, cwd=ROOT, role="emulator") as proc:
         client = emulator_client(host=address)
         deadline = time.monotonic() + 30
         while True:
@@ -219,7 +226,16 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--inproc", type=int, default=300, help="in-process iterations per endpoint (0: skip)")
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="uvicorn servers on CPU 1; the client and the emulator on CPU 0 (needs taskset and 2 CPUs)",
+    )
     args = parser.parse_args()
+    if args.pin:
+        os.sched_setaffinity(0, {0})
+        PINNED.update(server=["taskset", "-c", "1"], emulator=["taskset", "-c", "0"])
+        print("pinned: uvicorn servers on CPU 1; this client and the emulator on CPU 0")
     modes = args.modes.split(",")
     peer_python = ensure_peer_venv() if any(m.startswith("peer") for m in modes) else None
 
