@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gzip
 import logging
 import struct
 import zlib
@@ -24,7 +23,7 @@ from urllib.parse import quote
 
 import grpc
 
-from fastapi_gcp_tasks.emulator._hpack import HPACKDecoder, HPACKError
+from fastapi_gcp_tasks.emulator._hpack import HeaderListTooLargeError, HPACKDecoder, HPACKError
 
 __all__ = ["GrpcServer"]
 
@@ -46,6 +45,7 @@ _PRIORITY_FLAG = 0x20
 
 _NO_ERROR, _PROTOCOL_ERROR, _INTERNAL_ERROR, _FLOW_CONTROL_ERROR = 0x0, 0x1, 0x2, 0x3
 _STREAM_CLOSED, _FRAME_SIZE_ERROR, _REFUSED_STREAM, _COMPRESSION_ERROR = 0x5, 0x6, 0x7, 0x9
+_ENHANCE_YOUR_CALM = 0xB
 
 _SETTINGS_HEADER_TABLE_SIZE = 0x1
 _SETTINGS_MAX_CONCURRENT_STREAMS = 0x3
@@ -55,6 +55,8 @@ _SETTINGS_MAX_HEADER_LIST_SIZE = 0x6
 
 _MAX_FRAME_SIZE = 16_384  # what we accept (the protocol's default)
 _MAX_HEADER_LIST_SIZE = 65_536
+_MAX_HEADER_BLOCK = 2 * _MAX_HEADER_LIST_SIZE  # HPACK never makes a block much larger than its header list
+_MAX_DETAILS = 2_048  # UTF-8 bytes of grpc-message: clients refuse trailers over 8-16 KiB, and one frame holds it
 _MAX_CONCURRENT_STREAMS = 1_000
 _MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 _STREAM_WINDOW = 4 * 1024 * 1024  # advertised to the client for each stream
@@ -63,7 +65,7 @@ _DEFAULT_WINDOW = 65_535
 _MAX_WINDOW = 2**31 - 1
 
 
-def _frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
+def _frame(kind: int, flags: int, stream_id: int, payload: bytes | memoryview = b"") -> bytes:
     size = len(payload)
     return _FRAME.pack(size >> 8, size & 0xFF, kind, flags, stream_id) + payload
 
@@ -100,7 +102,10 @@ def _status_block(code: grpc.StatusCode, details: str, *, with_response_headers:
     block = _RESPONSE_HEADERS if with_response_headers else b""
     block += _literal(b"grpc-status", str(code.value[0]).encode())
     if details:
-        block += _literal(b"grpc-message", quote(details, safe=" !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~").encode())
+        raw = details.encode("utf-8", "backslashreplace")  # a lone surrogate must not fail the answer
+        if len(raw) > _MAX_DETAILS:
+            raw = raw[:_MAX_DETAILS].decode("utf-8", "ignore").encode()  # whole characters only
+        block += _literal(b"grpc-message", quote(raw, safe=" !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~").encode())
     return block
 
 
@@ -142,16 +147,16 @@ class _AsyncContext(_Context):
 
 
 class _Stream:
-    __slots__ = ("blocked", "body", "headers", "outbound", "send_window", "stream_id", "task", "trailers")
+    __slots__ = ("body", "headers", "outbound", "received", "send_window", "stream_id", "task", "trailers")
 
     def __init__(self, stream_id: int, send_window: int) -> None:
         self.stream_id = stream_id
         self.send_window = send_window
         self.headers: list[tuple[str, str]] = []
         self.body = bytearray()
-        self.outbound = b""  # response DATA not yet sent, waiting for flow-control window
+        self.received = 0  # DATA bytes, padding included, not yet given back with a WINDOW_UPDATE
+        self.outbound: bytes | memoryview = b""  # response DATA not yet sent, waiting for flow-control window
         self.trailers: bytes | None = None  # set once the response is ready
-        self.blocked = False
         self.task: asyncio.Task[None] | None = None
 
 
@@ -173,13 +178,14 @@ class _Connection(asyncio.Protocol):
         self._streams: dict[int, _Stream] = {}
         self._last_stream_id = 0
         self._continuing: _Stream | None = None
-        self._header_fragments: list[bytes] = []
+        self._header_block = bytearray()
         self._continuing_ends_stream = False
         self._peer_max_frame = _MAX_FRAME_SIZE
         self._peer_initial_window = _DEFAULT_WINDOW
         self._send_window = _DEFAULT_WINDOW
         self._received_unacknowledged = 0
-        self._blocked: list[_Stream] = []
+        self._blocked: dict[int, _Stream] = {}  # streams whose response waits for flow-control window
+        self._table_size_update = False  # the peer set SETTINGS_HEADER_TABLE_SIZE: signal ours (RFC 7541 4.2)
         self._out: list[bytes] = []
         self._closing = False
         self._peer = "unknown"
@@ -214,6 +220,15 @@ class _Connection(asyncio.Protocol):
         self._streams.clear()
         self._blocked.clear()
         self._transport = None
+
+    def pause_writing(self) -> None:
+        # the client does not read what we send: read nothing more from it (PINGs, SETTINGS, calls) until it does
+        if self._transport is not None:
+            self._transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self._transport is not None:
+            self._transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
         buffer = self._buffer
@@ -260,10 +275,13 @@ class _Connection(asyncio.Protocol):
         elif kind == _CONTINUATION:
             if self._continuing is None or self._continuing.stream_id != stream_id:
                 raise _ConnectionError(_PROTOCOL_ERROR, "unexpected CONTINUATION frame")
-            self._header_fragments.append(payload)
+            self._header_block += payload
+            if len(self._header_block) > _MAX_HEADER_BLOCK:
+                raise _ConnectionError(_ENHANCE_YOUR_CALM, f"a header block over {_MAX_HEADER_BLOCK} bytes")
             if flags & _END_HEADERS:
                 stream, self._continuing = self._continuing, None
-                self._headers_complete(stream, b"".join(self._header_fragments), self._continuing_ends_stream)
+                self._headers_complete(stream, bytes(self._header_block), self._continuing_ends_stream)
+                self._header_block = bytearray()
         elif kind == _SETTINGS:
             self._on_settings(flags, stream_id, payload)
         elif kind == _WINDOW_UPDATE:
@@ -314,16 +332,23 @@ class _Connection(asyncio.Protocol):
             self._headers_complete(stream, block, bool(flags & _END_STREAM))
         else:
             self._continuing = stream
-            self._header_fragments = [block]
+            self._header_block = bytearray(block)
             self._continuing_ends_stream = bool(flags & _END_STREAM)
 
     def _headers_complete(self, stream: _Stream, block: bytes, ends_stream: bool) -> None:
         try:
             headers = self._decoder.decode(block)
+        except HeaderListTooLargeError:
+            headers = None  # the block was decoded (HPACK state is in step): refuse this request only
         except HPACKError as exc:
             raise _ConnectionError(_COMPRESSION_ERROR, f"undecodable header block: {exc}") from None
         if stream.trailers is not None and stream.stream_id not in self._streams:
             self._out.append(_frame(_RST_STREAM, 0, stream.stream_id, _REFUSED_STREAM.to_bytes(4, "big")))
+            return
+        if headers is None:
+            self._fail(stream, grpc.StatusCode.RESOURCE_EXHAUSTED, f"headers over {_MAX_HEADER_LIST_SIZE} bytes")
+            if not ends_stream:
+                self._out.append(_frame(_RST_STREAM, 0, stream.stream_id, _NO_ERROR.to_bytes(4, "big")))
             return
         stream.headers.extend(headers)
         if ends_stream:
@@ -342,6 +367,7 @@ class _Connection(asyncio.Protocol):
                 raise _ConnectionError(_PROTOCOL_ERROR, f"DATA on idle stream {stream_id}")
             return  # a stream we answered or reset already: the data is counted and dropped
         stream.body += self._unpad(flags, payload)
+        stream.received += len(payload)  # padding counts against the window too
         if len(stream.body) > _MAX_MESSAGE_BYTES + 5:
             self._finish(
                 stream,
@@ -356,9 +382,10 @@ class _Connection(asyncio.Protocol):
             return
         if flags & _END_STREAM:
             self._request_complete(stream)
-        elif len(stream.body) >= _STREAM_WINDOW // 2:
+        elif stream.received >= _STREAM_WINDOW // 2:
             # a large request: keep its window open (the body is bounded above)
-            self._out.append(_frame(_WINDOW_UPDATE, 0, stream_id, len(payload).to_bytes(4, "big")))
+            self._out.append(_frame(_WINDOW_UPDATE, 0, stream_id, stream.received.to_bytes(4, "big")))
+            stream.received = 0
 
     def _on_settings(self, flags: int, stream_id: int, payload: bytes) -> None:
         if stream_id != 0:
@@ -380,7 +407,8 @@ class _Connection(asyncio.Protocol):
                 if not _MAX_FRAME_SIZE <= value <= 16_777_215:
                     raise _ConnectionError(_PROTOCOL_ERROR, "SETTINGS_MAX_FRAME_SIZE out of range")
                 self._peer_max_frame = value
-            # HEADER_TABLE_SIZE needs nothing: responses never use the dynamic table
+            elif key == _SETTINGS_HEADER_TABLE_SIZE:
+                self._table_size_update = True  # responses never use the dynamic table, but must say so
         self._out.append(_frame(_SETTINGS, _ACK, 0))
         self._send_blocked()
 
@@ -467,21 +495,29 @@ class _Connection(asyncio.Protocol):
         message = bytes(body[5:])
         if not compressed:
             return message
-        try:
-            if encoding == "gzip":
-                return gzip.decompress(message)
-            if encoding == "deflate":
-                return zlib.decompress(message)
-        except (OSError, EOFError, zlib.error):
-            raise _AbortError(grpc.StatusCode.INTERNAL, f"the request is not valid {encoding} data") from None
+        if encoding in ("gzip", "deflate"):
+            inflater = zlib.decompressobj(31 if encoding == "gzip" else 15)  # the gzip or the zlib wrapper
+            try:
+                message = inflater.decompress(message, _MAX_MESSAGE_BYTES + 1)  # the limit holds after inflation too
+            except zlib.error:
+                raise _AbortError(grpc.StatusCode.INTERNAL, f"the request is not valid {encoding} data") from None
+            if len(message) > _MAX_MESSAGE_BYTES:
+                raise _AbortError(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED, f"the request is larger than {_MAX_MESSAGE_BYTES} bytes"
+                )
+            if not inflater.eof or inflater.unused_data:
+                raise _AbortError(grpc.StatusCode.INTERNAL, f"the request is not valid {encoding} data")
+            return message
         if encoding == "identity":
             raise _AbortError(grpc.StatusCode.INTERNAL, "a compressed message without grpc-encoding")
         raise _AbortError(grpc.StatusCode.UNIMPLEMENTED, f"request compression {encoding!r} is not supported")
 
     def _answer(self, stream: _Stream, handler: Any, response: Any) -> None:
         message = response if handler.response_serializer is None else handler.response_serializer(response)
+        if self._streams.get(stream.stream_id) is not stream:
+            return  # reset by the client meanwhile
         stream.outbound = _MESSAGE_PREFIX.pack(0, len(message)) + message
-        self._out.append(_frame(_HEADERS, _END_HEADERS, stream.stream_id, _RESPONSE_HEADERS))
+        self._out.append(self._headers(_END_HEADERS, stream.stream_id, _RESPONSE_HEADERS))
         self._finish(stream, _OK_TRAILERS, trailers_only=False)
 
     def _fail(self, stream: _Stream, code: grpc.StatusCode, details: str) -> None:
@@ -492,6 +528,12 @@ class _Connection(asyncio.Protocol):
         self._finish(stream, block, trailers_only=True)
 
     # output -----------------------------------------------------------------------------------------------------
+
+    def _headers(self, flags: int, stream_id: int, block: bytes) -> bytes:
+        if self._table_size_update:
+            self._table_size_update = False
+            block = b"\x20" + block  # a dynamic table size update to 0, allowed under any SETTINGS_HEADER_TABLE_SIZE
+        return _frame(_HEADERS, flags, stream_id, block)
 
     def _finish(self, stream: _Stream, trailers: bytes, *, trailers_only: bool) -> None:
         if self._streams.get(stream.stream_id) is not stream:
@@ -505,14 +547,12 @@ class _Connection(asyncio.Protocol):
     def _send(self, stream: _Stream) -> None:
         """Send what flow control allows of the response DATA, then the trailers."""
         out = self._out
-        pending = stream.outbound
+        pending = memoryview(stream.outbound)  # slices without copying the rest of a large response
         while pending:
             allowed = min(len(pending), self._send_window, stream.send_window, self._peer_max_frame)
             if allowed <= 0:
                 stream.outbound = pending
-                if not stream.blocked:
-                    stream.blocked = True
-                    self._blocked.append(stream)
+                self._blocked[stream.stream_id] = stream
                 return
             out.append(_frame(_DATA, 0, stream.stream_id, pending[:allowed]))
             pending = pending[allowed:]
@@ -520,18 +560,18 @@ class _Connection(asyncio.Protocol):
             stream.send_window -= allowed
         stream.outbound = b""
         assert stream.trailers is not None
-        out.append(_frame(_HEADERS, _END_HEADERS | _END_STREAM, stream.stream_id, stream.trailers))
+        out.append(self._headers(_END_HEADERS | _END_STREAM, stream.stream_id, stream.trailers))
         self._close_stream(stream.stream_id, cancel=False)
 
     def _send_blocked(self) -> None:
-        blocked, self._blocked = self._blocked, []
-        for stream in blocked:
-            stream.blocked = False
+        blocked, self._blocked = self._blocked, {}
+        for stream in blocked.values():
             if self._streams.get(stream.stream_id) is stream:
                 self._send(stream)
 
     def _close_stream(self, stream_id: int, *, cancel: bool) -> None:
         stream = self._streams.pop(stream_id, None)
+        self._blocked.pop(stream_id, None)
         if stream is not None and cancel and stream.task is not None:
             stream.task.cancel()
         if self._closing:

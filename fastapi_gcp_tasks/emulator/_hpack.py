@@ -13,7 +13,7 @@ from hpack.exceptions import HPACKDecodingError
 from hpack.huffman_table import decode_huffman
 from hpack.table import HeaderTable
 
-__all__ = ["HPACKDecoder", "HPACKError"]
+__all__ = ["HPACKDecoder", "HPACKError", "HeaderListTooLargeError"]
 
 _STATIC: tuple[tuple[str, str], ...] = (
     ("", ""),  # index 0 is not an entry
@@ -25,6 +25,10 @@ _ENTRY_OVERHEAD = 32
 
 class HPACKError(ValueError):
     """A header block that cannot be decoded: the connection must end with COMPRESSION_ERROR."""
+
+
+class HeaderListTooLargeError(HPACKError):
+    """The whole block was decoded (the dynamic table is in step) but its header list is over the limit."""
 
 
 class HPACKDecoder:
@@ -53,7 +57,7 @@ class HPACKDecoder:
                     header, position = self._literal(block, position, 6)
                     self._add(header)
                 elif first & 0x20:  # dynamic table size update, only before the first field
-                    if headers:
+                    if list_size:
                         raise HPACKError("a table size update after a header field")
                     size, position = self._integer(block, position, 5)
                     if size > self._limit:
@@ -64,11 +68,12 @@ class HPACKDecoder:
                 else:  # literal without indexing (0000) or never indexed (0001)
                     header, position = self._literal(block, position, 4)
                 list_size += len(header[0]) + len(header[1]) + _ENTRY_OVERHEAD
-                if list_size > self.max_header_list_size:
-                    raise HPACKError(f"the header list is larger than {self.max_header_list_size} bytes")
-                headers.append(header)
+                if list_size <= self.max_header_list_size:
+                    headers.append(header)  # over the limit, decode on (for the dynamic table) but keep nothing
         except IndexError:
             raise HPACKError("a truncated header block") from None
+        if list_size > self.max_header_list_size:
+            raise HeaderListTooLargeError(f"the header list is larger than {self.max_header_list_size} bytes")
         return headers
 
     @staticmethod

@@ -8,6 +8,8 @@ protocol errors, garbage, and stopping with calls in flight.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gzip
 import json
 import socket
 import struct
@@ -363,3 +365,90 @@ def test_the_server_survives_any_bytes(server: Server, garbage: bytes, preface: 
             pass
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         assert _call(channel, "Echo")(b"alive", timeout=5) == b"alive"
+
+
+def test_long_status_details_are_cut_to_fit_one_frame_and_the_clients_limits(channel: grpc.Channel) -> None:
+    with pytest.raises(grpc.RpcError) as raised:
+        _call(channel, "Fail")(("é" * 20_000).encode(), timeout=5)  # 40 KB of UTF-8, 120 KB percent-encoded
+    assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert raised.value.details() == "é" * 1024
+
+
+def test_a_header_list_over_the_limit_fails_only_its_own_call(channel: grpc.Channel) -> None:
+    slow = _call(channel, "Slow").future(b"0.3", timeout=5)
+    with pytest.raises(grpc.RpcError) as raised:
+        _call(channel, "Echo")(b"", timeout=5, metadata=[("x-huge", "v" * 70_000)])
+    assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert slow.result() == b"slept"
+
+
+def test_a_compressed_request_is_bounded_after_inflation(server: Server) -> None:
+    client = RawClient(server.port)
+    try:
+        bomb = gzip.compress(bytes(40 * 2**20))  # 40 KB that inflate to 40 MiB, over the 32 MiB limit
+        stream_id = client.conn.get_next_available_stream_id()
+        headers = [(":method", "POST"), (":scheme", "http"), (":path", f"/{_SERVICE}/Size"), (":authority", "test")]
+        client.conn.send_headers(stream_id, [*headers, ("content-type", "application/grpc"), ("grpc-encoding", "gzip")])
+        body = struct.pack(">BL", 1, len(bomb)) + bomb
+        for start in range(0, len(body), 16_384):
+            client.conn.send_data(stream_id, body[start : start + 16_384], end_stream=start + 16_384 >= len(body))
+        client.flush()
+        headers_, _, _ = client.answer(stream_id)
+        assert headers_["grpc-status"] == "8"  # RESOURCE_EXHAUSTED
+    finally:
+        client.close()
+
+
+def test_padding_counts_when_the_server_reopens_a_request_window(server: Server) -> None:
+    client = RawClient(server.port)
+    try:
+        client.until(h2.events.RemoteSettingsChanged)
+        stream_id = client.conn.get_next_available_stream_id()
+        headers = [(":method", "POST"), (":scheme", "http"), (":path", f"/{_SERVICE}/Size"), (":authority", "test")]
+        client.conn.send_headers(stream_id, [*headers, ("content-type", "application/grpc")])
+        body = _message(b"p" * 2_200_000)
+        # 240-byte chunks with 256 bytes of padding: the 4 MiB stream window is spent before 2 MiB of body arrive
+        for start in range(0, len(body), 240):
+            while client.conn.local_flow_control_window(stream_id) < 496:
+                client.flush()
+                client.events.clear()
+                client.until(h2.events.WindowUpdated, stream_id)
+            chunk = body[start : start + 240]
+            client.conn.send_data(stream_id, chunk, end_stream=start + 240 >= len(body), pad_length=255)
+        client.flush()
+        _, answer, trailers = client.answer(stream_id)
+        assert (answer, trailers["grpc-status"]) == (_message(b"2200000"), "0")
+    finally:
+        client.close()
+
+
+def test_a_client_that_shrinks_its_header_table_can_decode_the_answers(server: Server) -> None:
+    client = RawClient(server.port)
+    try:
+        client.conn.update_settings({h2.settings.SettingCodes.HEADER_TABLE_SIZE: 0})
+        client.flush()
+        stream_id = client.request(f"/{_SERVICE}/Echo", _message(b"hi"))
+        _, body, trailers = client.answer(stream_id)
+        assert (body, trailers["grpc-status"]) == (_message(b"hi"), "0")
+    finally:
+        client.close()
+
+
+def test_an_endless_header_block_ends_the_connection(server: Server) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes(3) + b"\x04\x00" + bytes(4))
+        sock.sendall(b"\x00\x00\x01\x01\x00\x00\x00\x00\x01\x82")  # HEADERS without END_HEADERS
+        with contextlib.suppress(OSError):  # the server may close while we still send
+            for _ in range(20):  # 320 KiB of CONTINUATION frames, never END_HEADERS
+                sock.sendall(b"\x00\x40\x00\x09\x00\x00\x00\x00\x01" + bytes(16_384))
+        received = b""
+        with contextlib.suppress(OSError):
+            while chunk := sock.recv(65_536):
+                received += chunk
+    goaways = []
+    while len(received) >= 9:
+        size = int.from_bytes(received[:3], "big")
+        if received[3] == 0x7:
+            goaways.append(received[9 : 9 + size])
+        received = received[9 + size :]
+    assert [int.from_bytes(goaway[4:8], "big") for goaway in goaways] == [0xB]  # ENHANCE_YOUR_CALM

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fastapi_gcp_tasks.emulator._hpack import HPACKDecoder, HPACKError
+from fastapi_gcp_tasks.emulator._hpack import HeaderListTooLargeError, HPACKDecoder, HPACKError
 
 _names = st.sampled_from([":path", ":authority", "content-type", "grpc-timeout", "te", "x-goog-request-params"]) | (
     st.text("abcdefghijklmnopqrstuvwxyz0123456789-_", min_size=1, max_size=30)
@@ -98,3 +98,11 @@ def test_header_list_size_is_bounded() -> None:
     block = hpack.Encoder().encode([("x-big", "v" * 80)])
     with pytest.raises(HPACKError, match="larger than 100 bytes"):
         ours.decode(block)
+
+
+def test_an_oversized_header_list_is_decoded_to_the_end_so_the_table_stays_in_step() -> None:
+    encoder = hpack.Encoder()
+    ours = HPACKDecoder(max_header_list_size=100)
+    with pytest.raises(HeaderListTooLargeError):
+        ours.decode(encoder.encode([("x-big", "v" * 80), ("x-indexed", "after the limit")]))
+    assert ours.decode(encoder.encode([("x-indexed", "after the limit")])) == [("x-indexed", "after the limit")]
