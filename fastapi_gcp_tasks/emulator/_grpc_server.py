@@ -577,12 +577,16 @@ class _Connection(asyncio.Protocol):
         if self._closing:
             self._close_when_done()
 
+    def _goaway_frame(self, code: int, reason: str = "") -> bytes:
+        return _frame(
+            _GOAWAY, 0, 0, self._last_stream_id.to_bytes(4, "big") + code.to_bytes(4, "big") + reason.encode()
+        )
+
     def _go_away(self, code: int, reason: str) -> None:
+        """End the connection at once, telling the client why (a connection error)."""
         if self._transport is None:
             return
-        self._out.append(
-            _frame(_GOAWAY, 0, 0, self._last_stream_id.to_bytes(4, "big") + code.to_bytes(4, "big") + reason.encode())
-        )
+        self._out.append(self._goaway_frame(code, reason))
         self._write_out()
         self._transport.close()
 
@@ -601,7 +605,7 @@ class _Connection(asyncio.Protocol):
         if self._transport is None or self._closing:
             return
         self._closing = True
-        self._out.append(_frame(_GOAWAY, 0, 0, self._last_stream_id.to_bytes(4, "big") + _NO_ERROR.to_bytes(4, "big")))
+        self._out.append(self._goaway_frame(_NO_ERROR))
         self._write_out()
         self._close_when_done()
 
