@@ -17,7 +17,7 @@ import contextlib
 import logging
 import struct
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, NoReturn
 from urllib.parse import quote
 
@@ -452,37 +452,36 @@ class _Connection(asyncio.Protocol):
         except _AbortError as exc:
             self._fail(stream, exc.code, exc.details)
             return
-        behaviour = handler.unary_unary
-        if self._server._is_coroutine(behaviour):
+        if self._server._is_coroutine(handler.unary_unary):
             stream.task = asyncio.get_running_loop().create_task(
-                self._serve_async(stream, handler, payload, _AsyncContext(metadata, self._peer))
+                self._serve_async(stream, handler, payload, _AsyncContext(metadata, self._peer), path)
             )
             return
-        try:
+        with self._answering(stream, path):
             request = payload if handler.request_deserializer is None else handler.request_deserializer(payload)
-            response = behaviour(request, _Context(metadata, self._peer))
-            self._answer(stream, handler, response)
+            self._answer(stream, handler, handler.unary_unary(request, _Context(metadata, self._peer)))
+
+    async def _serve_async(
+        self, stream: _Stream, handler: Any, payload: bytes, context: _AsyncContext, path: str
+    ) -> None:
+        try:
+            with self._answering(stream, path):
+                request = payload if handler.request_deserializer is None else handler.request_deserializer(payload)
+                self._answer(stream, handler, await handler.unary_unary(request, context))
+        finally:
+            stream.task = None
+        self._write_out()
+
+    @contextlib.contextmanager
+    def _answering(self, stream: _Stream, path: str) -> Iterator[None]:
+        """Turn what a handler raises into the call's status: its abort, or UNKNOWN as grpcio answers."""
+        try:
+            yield
         except _AbortError as exc:
             self._fail(stream, exc.code, exc.details)
         except Exception as exc:
             logger.exception("emulator: %s failed", path)
             self._fail(stream, grpc.StatusCode.UNKNOWN, f"Exception calling application: {exc}")
-
-    async def _serve_async(self, stream: _Stream, handler: Any, payload: bytes, context: _AsyncContext) -> None:
-        try:
-            request = payload if handler.request_deserializer is None else handler.request_deserializer(payload)
-            response = await handler.unary_unary(request, context)
-            self._answer(stream, handler, response)
-        except _AbortError as exc:
-            self._fail(stream, exc.code, exc.details)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            logger.exception("emulator: a gRPC call failed")
-            self._fail(stream, grpc.StatusCode.UNKNOWN, f"Exception calling application: {exc}")
-        finally:
-            stream.task = None
-        self._write_out()
 
     @staticmethod
     def _message(body: bytearray, encoding: str) -> bytes:
