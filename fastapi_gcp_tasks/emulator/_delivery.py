@@ -64,12 +64,7 @@ class AsyncASGIDeliverer:
                     content=request.body or None,
                 )
         except TimeoutError:
-            return DeliveryResult(
-                None,
-                time.perf_counter() - started,
-                error=f"no response within the {request.deadline:g} s deadline",
-                timed_out=True,
-            )
+            return DeliveryResult.deadline_passed(request, time.perf_counter() - started)
         except httpx.HTTPError as exc:
             return DeliveryResult(None, time.perf_counter() - started, error=f"{type(exc).__name__}: {exc}")
         except Exception as exc:  # noqa: BLE001 - a broken target must never break the emulator; it is reported
@@ -109,12 +104,7 @@ class HttpDeliverer:
             async with asyncio.timeout(request.deadline):
                 response = await client.request(request.method, request.url, request.headers, request.body)
         except TimeoutError:
-            return DeliveryResult(
-                None,
-                time.perf_counter() - started,
-                error=f"no response within the {request.deadline:g} s deadline",
-                timed_out=True,
-            )
+            return DeliveryResult.deadline_passed(request, time.perf_counter() - started)
         except (OSError, ProtocolError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
             return DeliveryResult(None, time.perf_counter() - started, error=f"{type(exc).__name__}: {exc}")
         except Exception as exc:  # noqa: BLE001 - a broken target must never break the emulator; it is reported
@@ -209,12 +199,7 @@ class RecordingDeliverer:
                     await attempt
         if not attempt.cancelled():
             return attempt.result()
-        return DeliveryResult(
-            None,
-            time.perf_counter() - started,
-            error=f"no response within the {request.deadline:g} s deadline",
-            timed_out=True,
-        )
+        return DeliveryResult.deadline_passed(request, time.perf_counter() - started)
 
     async def aclose(self) -> None:
         """Close the wrapped deliverer."""

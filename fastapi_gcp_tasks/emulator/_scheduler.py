@@ -194,12 +194,12 @@ def _rfc3339(value: dt.datetime) -> str:
     return text + "Z"
 
 
-def _grpc_code(result: DeliveryResult, timed_out: bool) -> tuple[int, str]:
+def _grpc_code(result: DeliveryResult) -> tuple[int, str]:
     """The google.rpc code Cloud Scheduler records in `Job.status` for an attempt."""
     if result.ok:
         return 0, ""
     if result.status is None:
-        if timed_out:
+        if result.timed_out:
             return grpc.StatusCode.DEADLINE_EXCEEDED.value[0], "attempt deadline exceeded"
         return grpc.StatusCode.UNAVAILABLE.value[0], result.error or "no response"
     codes = {
@@ -662,8 +662,8 @@ class SchedulerService:
         started = self._clock.now()
         execution.first_attempt = execution.first_attempt or started
         stored.pb.last_attempt_time.CopyFrom(_timestamp(started))
-        result, timed_out = await self._deliver(request, started)
-        code, message = _grpc_code(result, timed_out or result.timed_out)
+        result = await self._deliver(request, started)
+        code, message = _grpc_code(result)
         stored.pb.status.Clear()
         stored.pb.status.code = code
         stored.pb.status.message = message
@@ -692,7 +692,7 @@ class SchedulerService:
             self._waiting.add(execution)
         self._clock.wake()
 
-    async def _deliver(self, request: DeliveryRequest, started: dt.datetime) -> tuple[DeliveryResult, bool]:
+    async def _deliver(self, request: DeliveryRequest, started: dt.datetime) -> DeliveryResult:
         deliver: asyncio.Task[DeliveryResult] = asyncio.ensure_future(self._deliverer.deliver(request))
         deadline = asyncio.ensure_future(self._sleep_until(started + dt.timedelta(seconds=request.deadline)))
         try:
@@ -704,12 +704,14 @@ class SchedulerService:
         if not deliver.done() or deliver.cancelled():
             with contextlib.suppress(asyncio.CancelledError):
                 await deliver
-            return DeliveryResult(status=None, latency=request.deadline, error="attempt deadline exceeded"), True
+            return DeliveryResult(
+                status=None, latency=request.deadline, error="attempt deadline exceeded", timed_out=True
+            )
         try:
-            return deliver.result(), False
+            return deliver.result()
         except Exception as exc:
             logger.exception("cloud scheduler emulator: the deliverer raised for %s", request.source)
-            return DeliveryResult(status=None, latency=0.0, error=f"deliverer failed: {exc!r}"), False
+            return DeliveryResult(status=None, latency=0.0, error=f"deliverer failed: {exc!r}")
 
     def _retry_time(self, execution: _Execution) -> dt.datetime | None:
         stored = execution.job

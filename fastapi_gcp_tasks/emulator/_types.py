@@ -55,6 +55,11 @@ class DeliveryResult:
     timed_out: bool = False
     """No response came before the attempt's deadline (Cloud Tasks and Scheduler record DEADLINE_EXCEEDED)."""
 
+    @classmethod
+    def deadline_passed(cls, request: DeliveryRequest, latency: float) -> DeliveryResult:
+        """The result of an attempt that got no response within `request.deadline`."""
+        return cls(None, latency, error=f"no response within the {request.deadline:g} s deadline", timed_out=True)
+
     @property
     def ok(self) -> bool:
         """Any 2xx acknowledges, as on Cloud Tasks and Cloud Scheduler."""
