@@ -3,7 +3,7 @@
 The handlers work on the raw protobuf messages (no proto-plus wrapping) and do no I/O. The emulator's
 gRPC server (`_grpc_server.py`) calls them on the event loop that also does everything that waits
 (timers, deliveries); a lock guards the state for the few methods other threads may call (`add_queue`,
-`reset`, `is_idle`) and for handlers served from another thread by a grpcio server. Creating a task
+`reset`, `is_idle`). Creating a task
 stores it and asks for a "pump" of its queue. The pump, run once per loop
 iteration however many tasks arrived, starts every attempt the queue may start now (schedule time
 reached, a free slot under `max_concurrent_dispatches`, a token in the `max_dispatches_per_second`
@@ -412,8 +412,8 @@ class TasksService:
     def rpc_handlers(self) -> list[grpc.GenericRpcHandler]:
         """The Cloud Tasks and long-running Operations services, as synchronous unary handlers.
 
-        Each runs under the service's lock; `RunTask`, which starts an attempt, hands its work to the
-        event loop when called from another thread.
+        Each runs under the service's lock, on the event loop the service was started on (where
+        `RunTask` starts its attempt).
         """
         tasks = {
             "ListQueues": (self.list_queues, tasks_v2.ListQueuesRequest, _ListQueuesResponse),
@@ -436,7 +436,7 @@ class TasksService:
         }
         return [
             grpc.method_handlers_generic_handler(
-                _SERVICE, {name: _handler(self._lock, *spec, locked=name != "RunTask") for name, spec in tasks.items()}
+                _SERVICE, {name: _handler(self._lock, *spec) for name, spec in tasks.items()}
             ),
             grpc.method_handlers_generic_handler(
                 _OPERATIONS, {name: _handler(self._lock, *spec) for name, spec in operations.items()}
@@ -739,18 +739,6 @@ class TasksService:
 
     def run_task(self, request: Any) -> Any:
         """RunTask: dispatch now, whatever the schedule time, the queue state and the rate limits."""
-        loop = self._loop
-        if loop is None or self._loop_thread == threading.get_ident():
-            with self._lock:
-                return self._run_task(request)
-
-        async def on_loop() -> Any:
-            with self._lock:
-                return self._run_task(request)
-
-        return asyncio.run_coroutine_threadsafe(on_loop(), loop).result()
-
-    def _run_task(self, request: Any) -> Any:
         if self._loop is None:
             raise _RpcError(grpc.StatusCode.FAILED_PRECONDITION, "the emulator is not running")
         state = self._task(request.name)
@@ -1055,10 +1043,10 @@ def _page(items: list[Any], page_size: int, page_token: str, key: Callable[[Any]
 
 
 def _handler(
-    lock: threading.RLock, method: Callable[[Any], Any], request_type: Any, response_type: Any, *, locked: bool = True
+    lock: threading.RLock, method: Callable[[Any], Any], request_type: Any, response_type: Any
 ) -> grpc.RpcMethodHandler:
     """A unary handler for a synchronous server: parses the request itself (undecodable bytes get
-    INVALID_ARGUMENT, not UNKNOWN) and, when `locked`, calls `method` and serializes its answer under `lock`.
+    INVALID_ARGUMENT, not UNKNOWN), then calls `method` and serializes its answer under `lock`.
     """
     request_pb = request_type.pb() if hasattr(request_type, "pb") else request_type
     parse = request_pb.FromString
@@ -1071,10 +1059,8 @@ def _handler(
         except DecodeError:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"the request is not a valid {type_name}")
         try:
-            if locked:
-                with lock:
-                    return bytes(serialize(method(request)))
-            return bytes(serialize(method(request)))
+            with lock:
+                return bytes(serialize(method(request)))
         except _RpcError as exc:
             context.abort(exc.code, exc.message)
         except Exception as exc:  # noqa: BLE001 - logged and answered as INTERNAL; the server lives on
