@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
@@ -15,7 +14,7 @@ from fastapi_gcp_tasks.emulator import AsyncASGIDeliverer, Emulator, HttpDeliver
 from fastapi_gcp_tasks.emulator._delivery import RecordingDeliverer
 from fastapi_gcp_tasks.emulator._types import DeliveryRequest
 
-from ._tasks_support import QUEUE, ScriptedWorker, http_task
+from ._tasks_support import QUEUE, ScriptedWorker, http_server, http_task
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -37,13 +36,8 @@ class _Handler(BaseHTTPRequestHandler):
 @pytest.fixture
 def http_worker() -> Iterator[str]:
     _Handler.seen = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    with http_server(_Handler) as url:
+        yield url
 
 
 @pytest.fixture

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 from google.cloud import tasks_v2
@@ -14,7 +13,7 @@ from fastapi_gcp_tasks.emulator import Emulator
 from fastapi_gcp_tasks.utils import emulator_client
 
 from ._peer import run_peer
-from ._tasks_support import LOCATION, QUEUE, http_task
+from ._tasks_support import LOCATION, QUEUE, http_server, http_task
 
 pytestmark = pytest.mark.peer
 
@@ -37,13 +36,8 @@ class _Recorder(BaseHTTPRequestHandler):
 @pytest.fixture
 def worker_url() -> Iterator[str]:
     _Recorder.seen = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    with http_server(_Recorder) as url:
+        yield url
 
 
 @pytest.fixture(params=["ours", "peer"])
