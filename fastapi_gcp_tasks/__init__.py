@@ -53,6 +53,7 @@ from fastapi_gcp_tasks.protocols import (
     as_delayed_task,
     as_scheduled_task,
 )
+from fastapi_gcp_tasks.receive import PrivateEndpoint, WorkerRoute
 from fastapi_gcp_tasks.scheduled_route import ScheduledRouteBuilder
 from fastapi_gcp_tasks.schedules import Schedules
 from fastapi_gcp_tasks.utils import (
@@ -90,6 +91,7 @@ __all__ = [
     "OIDCVerifier",
     "PoisonPolicy",
     "PreparedTask",
+    "PrivateEndpoint",
     "RetryPolicy",
     "RouteDefinitionError",
     "ScheduledHook",
@@ -109,6 +111,7 @@ __all__ = [
     "UnknownParamError",
     "UnrepresentableValueError",
     "WorkerConfigError",
+    "WorkerRoute",
     "WrongTypeError",
     "as_async_delayed_task",
     "as_async_scheduled_task",

@@ -31,7 +31,9 @@ from fastapi_gcp_tasks._jobs import JobConfig, JobSync
 from fastapi_gcp_tasks._plan import RoutePlan
 from fastapi_gcp_tasks._tasks import DelayConfig, Delayer, RouteSender
 from fastapi_gcp_tasks.exception import RouteDefinitionError
-from fastapi_gcp_tasks.poison import PoisonPolicy, poison_route_class
+from fastapi_gcp_tasks.receive._auth import WorkerRoute
+from fastapi_gcp_tasks.receive._poison import PoisonPolicy, poison_route_class
+from fastapi_gcp_tasks.receive._retries import declared_retry_limit
 
 __all__ = ["delayed_route_class", "scheduled_route_class"]
 
@@ -86,7 +88,7 @@ def _positional_guard(name: str, args: tuple[Any, ...]) -> None:
 
 
 def _base_route(poison_policy: PoisonPolicy | None) -> type[APIRoute]:
-    return APIRoute if poison_policy is None else poison_route_class(APIRoute, poison_policy)
+    return WorkerRoute if poison_policy is None else poison_route_class(WorkerRoute, poison_policy)
 
 
 def delayed_route_class(
@@ -121,6 +123,7 @@ def delayed_route_class(
             self.task_plan = RoutePlan(self)
             endpoint_defaults: Mapping[str, Any] = getattr(endpoint, DEFAULT_OPTIONS_ATTR, None) or {}
             self._task_defaults = {**builder_options, **endpoint_defaults}
+            self._retry_limit = declared_retry_limit(self.dependant)
             self.task_delayer = self._delayer(self._task_defaults, endpoint_defaults.get("client"))
             delay = _DelayHandle(self.task_delayer, is_async=is_async).delay
             functools.update_wrapper(delay, endpoint, assigned=("__module__", "__qualname__", "__doc__"))
@@ -135,7 +138,7 @@ def delayed_route_class(
                     async_source=async_tasks_source(client_override or client) if is_async else None,
                     auto_create_queue=config.auto_create_queue,
                 )
-            return Delayer(self.task_plan, config, sender)
+            return Delayer(self.task_plan, config, sender, retry_limit=self._retry_limit)
 
         def task_options(self, **options: Any) -> _DelayHandle:
             """`endpoint.options(...)`: per-call overrides of any builder keyword or delay option."""

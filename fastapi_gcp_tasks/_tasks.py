@@ -188,6 +188,7 @@ class RouteSender:
         self._auto_create_queue = auto_create_queue
         self._ensured: set[tuple[int, str]] = set()
         self._lock = threading.Lock()
+        self._budgets_checked: set[tuple[str, int]] = set()
 
     def send(self, request: tasks_v2.CreateTaskRequest, *, timeout: float) -> tasks_v2.Task:
         """Create the task now with the sync client (blocking)."""
@@ -264,6 +265,38 @@ class RouteSender:
         await asyncio.gather(*(one(i) for i in singles))
         return [r if r is not None else TaskAlreadyExistsError(requests[i].task.name) for i, r in enumerate(results)]
 
+    def _first_budget_check(self, parent: str, retries: int) -> bool:
+        key = (parent, retries)
+        if key in self._budgets_checked:
+            return False
+        self._budgets_checked.add(key)
+        return True
+
+    def check_retry_budget(self, parent: str, retries: int) -> None:
+        """Warn once when the queue drops a task before a route's `max_retries(retries)` can give it up."""
+        if self._sync_source is None or not self._first_budget_check(parent, retries):
+            return
+        try:
+            queue = self._sync_source.get().get_queue(name=parent, timeout=QUEUE_READ_TIMEOUT)
+        except (core.GoogleAPIError, OSError) as exc:
+            logger.debug("cannot read queue %s to compare its max_attempts with max_retries: %s", parent, exc)
+            return
+        warn_if_queue_gives_up_first(queue, retries)
+
+    async def check_retry_budget_async(self, parent: str, retries: int) -> None:
+        """`check_retry_budget` from a coroutine."""
+        if self._async_source is None:
+            await asyncio.to_thread(self.check_retry_budget, parent, retries)
+            return
+        if not self._first_budget_check(parent, retries):
+            return
+        try:
+            queue = await self._async_source.get().get_queue(name=parent, timeout=QUEUE_READ_TIMEOUT)
+        except (core.GoogleAPIError, OSError) as exc:
+            logger.debug("cannot read queue %s to compare its max_attempts with max_retries: %s", parent, exc)
+            return
+        warn_if_queue_gives_up_first(queue, retries)
+
     def _ensure_queue(self, client: tasks_v2.CloudTasksClient, parent: str) -> None:
         if not self._auto_create_queue:
             return
@@ -296,6 +329,25 @@ class RouteSender:
         self._ensured.add(key)
 
 
+QUEUE_READ_TIMEOUT = 10.0
+"""Seconds allowed for the one GetQueue of `check_retry_budget`."""
+
+
+def warn_if_queue_gives_up_first(queue: tasks_v2.Queue, retries: int) -> None:
+    """Warn when the queue allows fewer attempts than `retries + 1`, the attempt `max_retries(retries)` gives up on."""
+    attempts = queue.retry_config.max_attempts
+    if 0 < attempts < retries + 1:
+        logger.warning(
+            "queue %s allows %d attempts, but max_retries(%d) gives up only on attempt %d: Cloud Tasks will drop "
+            "failing tasks first, with no dead letter. Raise the queue's max_attempts to at least %d.",
+            queue.name,
+            attempts,
+            retries,
+            retries + 1,
+            retries + 1,
+        )
+
+
 def _log_cannot_create(parent: str) -> None:
     # roles/cloudtasks.enqueuer may create tasks but not queues: the queue is then managed elsewhere.
     logger.info("not allowed to create queue %s; assuming it exists (set auto_create_queue=False)", parent)
@@ -304,12 +356,16 @@ def _log_cannot_create(parent: str) -> None:
 class Delayer:
     """One route with one resolved configuration: builds requests and hands them over."""
 
-    __slots__ = ("_base_url", "_deadline", "_hook", "_http_method", "config", "plan", "sender")
+    __slots__ = ("_base_url", "_deadline", "_hook", "_http_method", "config", "plan", "retry_limit", "sender")
 
-    def __init__(self, plan: RoutePlan, config: DelayConfig, sender: RouteSender) -> None:
+    def __init__(
+        self, plan: RoutePlan, config: DelayConfig, sender: RouteSender, *, retry_limit: int | None = None
+    ) -> None:
         self.plan = plan
         self.config = config
         self.sender = sender
+        self.retry_limit = retry_limit
+        """The route's `max_retries` count: the queue is read once to check it allows that many attempts."""
         self._base_url = config.callback_base_url
         self._http_method = _HTTP_METHODS[plan.method]
         self._hook = config.pre_create_hook
@@ -372,7 +428,10 @@ class Delayer:
         timeout = self.config.task_create_timeout
         if sink is not None:
             return sink.submit(PreparedTask(request=request, timeout=timeout, sender=self.sender))
-        return self.sender.send(request, timeout=timeout)
+        task = self.sender.send(request, timeout=timeout)
+        if self.retry_limit is not None:
+            self.sender.check_retry_budget(request.parent, self.retry_limit)
+        return task
 
     async def delay_async(self, values: Mapping[str, Any]) -> tasks_v2.Task:
         """Build and send now, or hand over to the current sink, from a coroutine."""
@@ -381,7 +440,10 @@ class Delayer:
         timeout = self.config.task_create_timeout
         if sink is not None:
             return await sink.submit_async(PreparedTask(request=request, timeout=timeout, sender=self.sender))
-        return await self.sender.send_async(request, timeout=timeout)
+        task = await self.sender.send_async(request, timeout=timeout)
+        if self.retry_limit is not None:
+            await self.sender.check_retry_budget_async(request.parent, self.retry_limit)
+        return task
 
 
 def _timestamp(when: dt.datetime) -> timestamp_pb2.Timestamp:

@@ -18,7 +18,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from fastapi_gcp_tasks import _worker_headers as h
+from fastapi_gcp_tasks.receive import _headers as h
 
 __all__ = ["TraceContextMiddleware", "propagation_headers"]
 

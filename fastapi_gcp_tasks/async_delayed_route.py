@@ -11,7 +11,7 @@ from fastapi_gcp_tasks._dispatch import TaskSink
 from fastapi_gcp_tasks._routes import delayed_route_class
 from fastapi_gcp_tasks.delayed_route import _options
 from fastapi_gcp_tasks.hooks import DelayedTaskHook
-from fastapi_gcp_tasks.poison import PoisonPolicy
+from fastapi_gcp_tasks.receive._poison import PoisonPolicy
 
 __all__ = ["AsyncDelayedRouteBuilder"]
 

@@ -10,7 +10,7 @@ from google.cloud import scheduler_v1
 from fastapi_gcp_tasks._routes import scheduled_route_class
 from fastapi_gcp_tasks.delayed_route import _options
 from fastapi_gcp_tasks.hooks import ScheduledHook
-from fastapi_gcp_tasks.poison import PoisonPolicy
+from fastapi_gcp_tasks.receive._poison import PoisonPolicy
 
 __all__ = ["AsyncScheduledRouteBuilder"]
 

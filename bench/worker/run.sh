@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Worker-side benchmark: OIDC verification and trace propagation, ours next to google-auth and PyJWT.
+# Worker-side benchmark: OIDC verification (ours, its previous hand-written version, google-auth, PyJWT)
+# and trace propagation.
 # Creates bench/.venv-peer (git-ignored) with the peers on first use, then runs everything in one go.
 set -euo pipefail
 cd "$(dirname "$0")/../.."

@@ -8,7 +8,6 @@ in development can verify tokens the way it verifies Google's, with the emulator
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import datetime as dt
 import hashlib
@@ -16,20 +15,12 @@ import json
 import threading
 from typing import Any
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+import jwt
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 __all__ = ["OIDCServer", "TokenSigner"]
 
 TOKEN_LIFETIME = dt.timedelta(hours=1)
-
-
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _int_b64url(value: int) -> str:
-    return _b64url(value.to_bytes((value.bit_length() + 7) // 8, "big"))
 
 
 class TokenSigner:
@@ -54,7 +45,6 @@ class TokenSigner:
     def token(self, *, audience: str, email: str, now: dt.datetime) -> str:
         """An RS256 ID token for `email`, valid for one hour from `now`."""
         key = self._private_key()
-        header = {"alg": "RS256", "kid": self._kid, "typ": "JWT"}
         issued = int(now.timestamp())
         claims = {
             "aud": audience,
@@ -66,29 +56,12 @@ class TokenSigner:
             "iss": self.issuer,
             "sub": email,
         }
-        signing_input = (
-            _b64url(json.dumps(header, separators=(",", ":")).encode())
-            + "."
-            + _b64url(json.dumps(claims, separators=(",", ":")).encode())
-        )
-        signature = key.sign(signing_input.encode("ascii"), padding.PKCS1v15(), hashes.SHA256())
-        return signing_input + "." + _b64url(signature)
+        return jwt.encode(claims, key, algorithm="RS256", headers={"kid": self._kid})
 
     def jwks(self) -> dict[str, Any]:
         """The public key as a JSON Web Key Set."""
-        numbers = self._private_key().public_key().public_numbers()
-        return {
-            "keys": [
-                {
-                    "kty": "RSA",
-                    "alg": "RS256",
-                    "use": "sig",
-                    "kid": self._kid,
-                    "n": _int_b64url(numbers.n),
-                    "e": _int_b64url(numbers.e),
-                }
-            ]
-        }
+        public = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self._private_key().public_key()))
+        return {"keys": [{**public, "alg": "RS256", "use": "sig", "kid": self._kid}]}
 
     def discovery(self) -> dict[str, Any]:
         """The OpenID Provider configuration document."""

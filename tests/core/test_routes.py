@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from pydantic import BaseModel
 
 from fastapi_gcp_tasks import (
@@ -142,7 +142,7 @@ def test_task_default_options_and_per_call_overrides() -> None:
 def test_a_poison_policy_on_the_builder_acknowledges_invalid_payloads() -> None:
     import httpx
 
-    from fastapi_gcp_tasks import DeadLetter, PoisonPolicy
+    from fastapi_gcp_tasks import DeadLetter, PoisonPolicy, PrivateEndpoint
 
     dead: list[DeadLetter] = []
     router = APIRouter(
@@ -150,7 +150,8 @@ def test_a_poison_policy_on_the_builder_acknowledges_invalid_payloads() -> None:
             queue_path=QUEUE,
             callback_base_url="http://testserver",
             poison_policy=PoisonPolicy(sink=dead.append),
-        )
+        ),
+        dependencies=[Depends(PrivateEndpoint("tests: reached in-process only"))],
     )
     record = Recorder()
 

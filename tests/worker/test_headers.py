@@ -10,8 +10,8 @@ from fastapi import Depends, FastAPI
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fastapi_gcp_tasks import _worker_headers as h
 from fastapi_gcp_tasks.dependencies import CloudSchedulerHeaders, CloudTasksHeaders
+from fastapi_gcp_tasks.receive import _headers as h
 
 from ._support import client_for
 

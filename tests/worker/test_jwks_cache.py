@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fastapi_gcp_tasks._worker_jwks import KeySet, KeysUnavailableError, cache_seconds, parse_jwks
+from fastapi_gcp_tasks.receive._jwks import KeySet, KeysUnavailableError, cache_seconds, parse_jwks
 
 from ._support import JWKSServer
 

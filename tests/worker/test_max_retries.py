@@ -9,11 +9,13 @@ import pytest
 from fastapi import Depends, FastAPI, HTTPException
 from pydantic import BaseModel
 
-from fastapi_gcp_tasks.dependencies import CloudTasksHeaders, max_retries
+from fastapi_gcp_tasks.dependencies import CloudTasksHeaders, PrivateEndpoint, max_retries
 from fastapi_gcp_tasks.exception import WorkerConfigError
 from fastapi_gcp_tasks.poison import DeadLetter
 
 from ._support import client_for
+
+PRIVATE = PrivateEndpoint("tests: reached in-process only")
 
 
 class Payload(BaseModel):
@@ -21,7 +23,7 @@ class Payload(BaseModel):
 
 
 def make_app(count: int, on_give_up: object = None) -> tuple[FastAPI, list[int]]:
-    app = FastAPI()
+    app = FastAPI(dependencies=[Depends(PRIVATE)])
     runs: list[int] = []
 
     @app.post("/work", dependencies=[Depends(max_retries(count, on_give_up=on_give_up))])  # type: ignore[arg-type]
@@ -45,7 +47,7 @@ async def test_acknowledges_once_retry_count_reaches_count() -> None:
 
 
 async def test_default_count_is_20_as_in_0_3() -> None:
-    app = FastAPI()
+    app = FastAPI(dependencies=[Depends(PRIVATE)])
 
     @app.post("/work", dependencies=[Depends(max_retries())])
     async def work() -> dict[str, bool]:
@@ -76,7 +78,7 @@ async def test_async_callback_receives_the_dead_letter() -> None:
     assert letter.reason == "max_retries"
     assert (letter.task_name, letter.queue_name, letter.retry_count) == ("t1", "q", 1)
     assert letter.body == b'{"n":7}'
-    assert "authorization" not in letter.headers
+    assert letter.headers["authorization"] == "[redacted]"
     assert letter.to_dict()["body"] == '{"n":7}'
 
 

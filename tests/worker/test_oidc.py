@@ -70,7 +70,7 @@ async def test_valid_token_passes(verifier: OIDCVerifier, signer: Signer) -> Non
         ({"iat": int(time.time()) + 3600}, "future"),
         ({"nbf": int(time.time()) + 3600}, "not valid yet"),
         ({"iss": "https://evil.example.com"}, "issuer"),
-        ({"iss": None}, "issuer"),
+        ({"iss": None}, "'iss'"),
     ],
 )
 async def test_invalid_claims_give_401(
@@ -84,9 +84,11 @@ async def test_invalid_claims_give_401(
     assert handled == []
 
 
-async def test_audience_list_with_one_match_passes(verifier: OIDCVerifier, signer: Signer) -> None:
+async def test_audience_list_is_refused_even_with_one_match(verifier: OIDCVerifier, signer: Signer) -> None:
+    # google.oauth2.id_token accepts only a string `aud` equal to an allowed audience; so do we.
     app, _ = make_app(verifier)
-    assert (await call(app, signer.token(aud=["https://x", AUDIENCE]))).status_code == 200
+    assert (await call(app, signer.token(aud=["https://x", AUDIENCE]))).status_code == 401
+    assert (await call(app, signer.token(aud=[AUDIENCE]))).status_code == 401
 
 
 async def test_clock_skew_within_leeway_passes(verifier: OIDCVerifier, signer: Signer) -> None:
@@ -154,18 +156,69 @@ async def test_another_service_account_gets_403(verifier: OIDCVerifier, signer: 
     assert handled == []
 
 
-@pytest.mark.parametrize("claims", [{"email_verified": False}, {"email_verified": None}, {"email": None}])
-async def test_unverified_or_missing_email_gets_403(
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"email_verified": False},
+        {"email_verified": None},
+        {"email": None},
+        # Only Google mints these claims, and it writes a JSON boolean and the account's exact email.
+        {"email_verified": "true"},
+        {"email_verified": 1},
+        {"email": ACCOUNT.upper()},
+        {"email": ACCOUNT.replace("k", "\u212a")},  # KELVIN SIGN: lower-cases to "k"
+    ],
+)
+async def test_unverified_missing_or_inexact_email_gets_403(
     verifier: OIDCVerifier, signer: Signer, claims: dict[str, Any]
 ) -> None:
     app, _ = make_app(verifier)
     assert (await call(app, signer.token(**claims))).status_code == 403
 
 
-async def test_email_case_does_not_matter(jwks_server: JWKSServer, signer: Signer) -> None:
+async def test_configured_accounts_are_lower_cased(jwks_server: JWKSServer, signer: Signer) -> None:
     verifier = OIDCVerifier(audience=AUDIENCE, service_accounts=[ACCOUNT.upper()], jwks_url=jwks_server.url)
     app, _ = make_app(verifier)
     assert (await call(app, signer.token())).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"exp": 10**300},
+        {"exp": 1e300},
+        {"iat": None},
+        {"iat": "now"},
+        {"exp": int(time.time()) + 25 * 3600},  # longer-lived than any Google ID token
+        {"aud": {"nested": [AUDIENCE]}},
+    ],
+)
+async def test_absurd_claims_in_a_signed_token_give_401(
+    verifier: OIDCVerifier, signer: Signer, claims: dict[str, Any]
+) -> None:
+    app, handled = make_app(verifier)
+    response = await call(app, signer.token(**claims))
+    assert response.status_code == 401, response.text
+    assert handled == []
+
+
+@pytest.mark.parametrize(
+    "segment",
+    [
+        "[" * 5000 + "]" * 5000,  # deeper than the recursion limit of the JSON decoder
+        '{"alg": "RS256", "kid": ' + "[" * 4000 + "]" * 4000 + "}",
+        '{"alg": "RS256", "n": 1e400}',
+        "\ud800",
+    ],
+)
+async def test_hostile_token_segments_give_401_not_500(verifier: OIDCVerifier, segment: str) -> None:
+    encoded = b64url(segment.encode("utf-8", "surrogatepass"))
+    good_header = b64url(b'{"alg":"RS256"}')
+    app, handled = make_app(verifier)
+    for token in (f"{encoded}.{good_header}.c2ln", f"{good_header}.{encoded}.c2ln"):
+        response = await call(app, token)
+        assert response.status_code == 401, response.text
+    assert handled == []
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,6 @@ tried after `min_refresh_interval`: a short outage of the key endpoint must not 
 
 from __future__ import annotations
 
-import base64
 import logging
 import re
 import threading
@@ -19,6 +18,7 @@ import time
 from collections.abc import Callable, Mapping
 
 import httpx
+import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 logger = logging.getLogger("fastapi_gcp_tasks.oidc")
@@ -29,12 +29,6 @@ _NO_CACHE = re.compile(r"(?:^|,)\s*(?:no-store|no-cache)\s*(?:,|=|$)", re.IGNORE
 
 class KeysUnavailableError(Exception):
     """No keys could be fetched and none are cached; the request can neither be accepted nor refused."""
-
-
-def _b64url_int(value: object) -> int:
-    if not isinstance(value, str) or not value:
-        raise ValueError("missing or non-string key parameter")
-    return int.from_bytes(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)), "big")
 
 
 def parse_jwks(document: object) -> dict[str, rsa.RSAPublicKey]:
@@ -48,10 +42,12 @@ def parse_jwks(document: object) -> dict[str, rsa.RSAPublicKey]:
         if entry.get("use", "sig") != "sig" or entry.get("alg", "RS256") != "RS256":
             continue
         try:
-            numbers = rsa.RSAPublicNumbers(e=_b64url_int(entry.get("e")), n=_b64url_int(entry.get("n")))
-            key = numbers.public_key()
-        except ValueError as error:
+            key = jwt.PyJWK(dict(entry), algorithm="RS256").key
+        except (jwt.PyJWTError, ValueError, TypeError) as error:
             logger.warning("skipping unusable key %d of the JWKS: %s", index, error)
+            continue
+        if not isinstance(key, rsa.RSAPublicKey):
+            logger.warning("skipping key %d of the JWKS: not an RSA public key", index)
             continue
         kid = entry.get("kid")
         keys[kid if isinstance(kid, str) else f"#{index}"] = key

@@ -23,8 +23,25 @@ SCHEDULER = "x-cloudscheduler"
 SCHEDULER_JOB_NAME = "x-cloudscheduler-jobname"
 SCHEDULER_SCHEDULE_TIME = "x-cloudscheduler-scheduletime"
 
-# Headers that carry credentials; they are never copied into a dead letter.
-SECRET_HEADERS = frozenset({"authorization", "x-serverless-authorization", "cookie", "proxy-authorization"})
+REDACTED = "[redacted]"
+"""What a dead letter keeps of a header that carries a credential."""
+
+# A header carries a credential when its lower-cased name contains one of these words: `Authorization` and its
+# proxied forms (`X-Forwarded-Authorization`, `X-Serverless-Authorization`), IAP's `X-Goog-IAP-JWT-Assertion`,
+# webhook signatures, API keys, cookies and session ids.
+_SECRET_WORDS = (
+    "authorization",
+    "cookie",
+    "token",
+    "assertion",
+    "signature",
+    "secret",
+    "password",
+    "api-key",
+    "apikey",
+    "credential",
+    "session",
+)
 
 _EXCESS_FRACTION = re.compile(r"(\.\d{6})\d+")
 
@@ -83,11 +100,11 @@ def rfc3339(value: str | None) -> dt.datetime | None:
     raw = _EXCESS_FRACTION.sub(r"\1", raw)
     try:
         parsed = dt.datetime.fromisoformat(raw)
-    except ValueError:
+        if parsed.tzinfo is None:
+            return parsed.replace(tzinfo=dt.UTC)
+        return parsed.astimezone(dt.UTC)
+    except (ValueError, OverflowError):  # OverflowError: an offset that moves year 1 or 9999 out of range
         return None
-    if parsed.tzinfo is None:
-        return parsed.replace(tzinfo=dt.UTC)
-    return parsed.astimezone(dt.UTC)
 
 
 def flag(value: str | None) -> bool:
@@ -96,6 +113,12 @@ def flag(value: str | None) -> bool:
     return raw is not None and raw.lower() == "true"
 
 
+def is_secret(name: str) -> bool:
+    """Whether the header `name` may carry a credential (a token, a signature, a key, a cookie)."""
+    lowered = name.lower()
+    return any(word in lowered for word in _SECRET_WORDS)
+
+
 def safe_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    """The request headers without credentials, lower-cased, for dead letters and logs."""
-    return {name.lower(): value for name, value in headers.items() if name.lower() not in SECRET_HEADERS}
+    """The request headers, lower-cased, with the value of every credential replaced by `REDACTED`."""
+    return {name.lower(): REDACTED if is_secret(name) else value for name, value in headers.items()}
