@@ -13,8 +13,8 @@ from typing import Any
 
 import uvicorn
 
-from fastapi_gcp_tasks._clients import EMULATOR_HOST_ENV
 from fastapi_gcp_tasks.emulator import Emulator
+from fastapi_gcp_tasks.transport._clients import EMULATOR_HOST_ENV
 
 
 def demo_arguments(description: str) -> argparse.Namespace:

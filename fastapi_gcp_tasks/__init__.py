@@ -1,14 +1,14 @@
 """Strongly typed background tasks and cron jobs for FastAPI on Google Cloud Tasks and Cloud Scheduler."""
 
-from fastapi_gcp_tasks._dispatch import PreparedTask, TaskSender, TaskSink, use_sink
-from fastapi_gcp_tasks._naming import hashed_task_id
-from fastapi_gcp_tasks._tracing import TraceContextMiddleware
 from fastapi_gcp_tasks.async_delayed_route import AsyncDelayedRouteBuilder
 from fastapi_gcp_tasks.async_scheduled_route import AsyncScheduledRouteBuilder
 from fastapi_gcp_tasks.buffering import RetryPolicy, TaskBufferMiddleware, require_buffer, task_buffer
+from fastapi_gcp_tasks.build._naming import hashed_task_id
+from fastapi_gcp_tasks.build._tracing import TraceContextMiddleware
 from fastapi_gcp_tasks.decorators import task_default_options
 from fastapi_gcp_tasks.delayed_route import DelayedRouteBuilder
 from fastapi_gcp_tasks.dependencies import CloudSchedulerHeaders, CloudTasksHeaders, max_retries
+from fastapi_gcp_tasks.dispatch._sink import PreparedTask, TaskSender, TaskSink, use_sink
 from fastapi_gcp_tasks.exception import (
     BadMethodError,
     BufferRequiredError,

@@ -15,9 +15,9 @@ from collections.abc import Sequence
 # subcommand -> module with `register(subparsers) -> None`; the module sets `func` on its parser(s)
 _SUBCOMMANDS: dict[str, tuple[str, str | None]] = {
     "emulator": ("fastapi_gcp_tasks.emulator._cli", None),
-    "schedules": ("fastapi_gcp_tasks._schedules_cli", None),
-    "relay": ("outbox._cli", "outbox"),
-    "outbox": ("outbox._cli", "outbox"),
+    "schedules": ("fastapi_gcp_tasks.schedules._cli", None),
+    "relay": ("fastapi_gcp_tasks.outbox._cli", "outbox"),
+    "outbox": ("fastapi_gcp_tasks.outbox._cli", "outbox"),
 }
 
 

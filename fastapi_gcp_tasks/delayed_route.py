@@ -8,8 +8,8 @@ from typing import Any
 from fastapi.routing import APIRoute
 from google.cloud import tasks_v2
 
-from fastapi_gcp_tasks._dispatch import TaskSink
-from fastapi_gcp_tasks._routes import delayed_route_class
+from fastapi_gcp_tasks.build._routes import delayed_route_class
+from fastapi_gcp_tasks.dispatch._sink import TaskSink
 from fastapi_gcp_tasks.hooks import DelayedTaskHook
 from fastapi_gcp_tasks.receive._poison import PoisonPolicy
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from fastapi.routing import APIRoute
 from google.cloud import scheduler_v1
 
-from fastapi_gcp_tasks._routes import scheduled_route_class
+from fastapi_gcp_tasks.build._routes import scheduled_route_class
 from fastapi_gcp_tasks.delayed_route import _options
 from fastapi_gcp_tasks.hooks import ScheduledHook
 from fastapi_gcp_tasks.receive._poison import PoisonPolicy

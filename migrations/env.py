@@ -8,8 +8,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-from outbox._migrate import VERSION_TABLE
-from outbox._schema import metadata
+from fastapi_gcp_tasks.outbox._migrate import VERSION_TABLE
+from fastapi_gcp_tasks.outbox._schema import metadata
 
 
 def _run(connection: Connection) -> None:

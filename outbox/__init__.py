@@ -15,10 +15,10 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
         f"the outbox needs SQLAlchemy and alembic: pip install 'fastapi-gcp-tasks[outbox]' ({exc})"
     ) from exc
 
-from outbox._client import BatchSender, CloudTasksRelayClient, NullRelayClient
-from outbox._migrate import migrate
-from outbox._relay import Relay, RelaySettings, RelayStats
-from outbox._schema import (
+from fastapi_gcp_tasks.outbox._client import BatchSender, CloudTasksRelayClient, NullRelayClient
+from fastapi_gcp_tasks.outbox._migrate import migrate
+from fastapi_gcp_tasks.outbox._relay import Relay, RelaySettings, RelayStats
+from fastapi_gcp_tasks.outbox._schema import (
     DEAD_LETTER_TABLE,
     NOTIFY_CHANNEL,
     NOTIFY_TRIGGER_SQL,
@@ -29,8 +29,8 @@ from outbox._schema import (
     metadata,
     outbox_table,
 )
-from outbox._sql import DeadLetter, OutboxStats, OutboxStore
-from outbox._writer import OutboxSink, outbox_session, outbox_sink, use_outbox
+from fastapi_gcp_tasks.outbox._sql import DeadLetter, OutboxStats, OutboxStore
+from fastapi_gcp_tasks.outbox._writer import OutboxSink, outbox_session, outbox_sink, use_outbox
 
 __all__ = [
     "DEAD_LETTER_TABLE",

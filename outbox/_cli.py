@@ -161,8 +161,8 @@ def _setup_logging(fmt: str, level: str) -> None:
 
 
 def _run_relay(args: argparse.Namespace) -> int:
-    from outbox._client import CloudTasksRelayClient
-    from outbox._relay import Relay, RelaySettings
+    from fastapi_gcp_tasks.outbox._client import CloudTasksRelayClient
+    from fastapi_gcp_tasks.outbox._relay import Relay, RelaySettings
 
     _setup_logging(args.log_format, args.log_level)
     settings = RelaySettings(
@@ -188,7 +188,7 @@ def _run_relay(args: argparse.Namespace) -> int:
         client = CloudTasksRelayClient(mode=args.send_mode, concurrency=args.send_concurrency)
     relay = Relay(args.database_url, client, settings)
     if args.metrics_port is not None:
-        from outbox._metrics import serve_metrics
+        from fastapi_gcp_tasks.outbox._metrics import serve_metrics
 
         serve_metrics(relay, args.metrics_port)
 
@@ -209,14 +209,14 @@ def _run_relay(args: argparse.Namespace) -> int:
 
 
 def _store(args: argparse.Namespace) -> Any:
-    from outbox._engine import relay_engine
-    from outbox._sql import OutboxStore
+    from fastapi_gcp_tasks.outbox._engine import relay_engine
+    from fastapi_gcp_tasks.outbox._sql import OutboxStore
 
     return OutboxStore(relay_engine(args.database_url))
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    from outbox._migrate import migrate
+    from fastapi_gcp_tasks.outbox._migrate import migrate
 
     print(f"outbox schema at revision {migrate(args.database_url, args.revision) or 'base'}")
     return 0

@@ -17,8 +17,8 @@ from google.api_core import exceptions as core_exceptions
 from google.cloud import tasks_v2
 from google.rpc import code_pb2  # type: ignore[import-untyped, unused-ignore]
 
-from fastapi_gcp_tasks._clients import EMULATOR_HOST_ENV
 from fastapi_gcp_tasks.exception import FastAPIGCPTasksError, SendError, TaskAlreadyExistsError
+from fastapi_gcp_tasks.transport._clients import EMULATOR_HOST_ENV
 
 __all__ = ["BatchSender", "CloudTasksRelayClient", "NullRelayClient", "translate_error"]
 

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from outbox._relay import Relay
+    from fastapi_gcp_tasks.outbox._relay import Relay
 
 __all__ = ["serve_metrics"]
 

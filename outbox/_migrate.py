@@ -13,7 +13,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import URL, Connection, Engine
 
-from outbox._engine import relay_engine
+from fastapi_gcp_tasks.outbox._engine import relay_engine
 
 __all__ = ["VERSION_TABLE", "current_revision", "head_revision", "migrate", "migrations_dir"]
 

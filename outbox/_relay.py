@@ -32,11 +32,11 @@ from sqlalchemy import URL, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from fastapi_gcp_tasks.exception import FastAPIGCPTasksError, SendError, TaskAlreadyExistsError
-from outbox._client import BatchSender
-from outbox._engine import relay_engine
-from outbox._failpoints import failpoint
-from outbox._schema import NOTIFY_CHANNEL
-from outbox._sql import ClaimedRow, OutboxStats, OutboxStore
+from fastapi_gcp_tasks.outbox._client import BatchSender
+from fastapi_gcp_tasks.outbox._engine import relay_engine
+from fastapi_gcp_tasks.outbox._failpoints import failpoint
+from fastapi_gcp_tasks.outbox._schema import NOTIFY_CHANNEL
+from fastapi_gcp_tasks.outbox._sql import ClaimedRow, OutboxStats, OutboxStore
 
 __all__ = ["Relay", "RelaySettings", "RelayStats"]
 

@@ -34,8 +34,8 @@ from sqlalchemy import (
     update,
 )
 
-from outbox._failpoints import failpoint
-from outbox._schema import db_now, dead_letter_table, outbox_table
+from fastapi_gcp_tasks.outbox._failpoints import failpoint
+from fastapi_gcp_tasks.outbox._schema import db_now, dead_letter_table, outbox_table
 
 __all__ = ["ClaimedRow", "DeadLetter", "FinishCounts", "OutboxStats", "OutboxStore", "insert_statement"]
 

@@ -18,11 +18,11 @@ from sqlalchemy import Connection
 from sqlalchemy.orm import Session, registry, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
-from fastapi_gcp_tasks._dispatch import PreparedTask, use_sink
-from fastapi_gcp_tasks._naming import new_task_id, task_name
+from fastapi_gcp_tasks.build._naming import new_task_id, task_name
+from fastapi_gcp_tasks.dispatch._sink import PreparedTask, use_sink
 from fastapi_gcp_tasks.exception import TaskArgumentError
-from outbox._schema import db_now, outbox_table
-from outbox._sql import insert_statement
+from fastapi_gcp_tasks.outbox._schema import db_now, outbox_table
+from fastapi_gcp_tasks.outbox._sql import insert_statement
 
 __all__ = ["OutboxSink", "SessionLike", "outbox_session", "outbox_sink", "use_outbox"]
 

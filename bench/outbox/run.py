@@ -35,9 +35,9 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from fastapi_gcp_tasks import DelayedRouteBuilder  # noqa: E402
-from fastapi_gcp_tasks._dispatch import PreparedTask  # noqa: E402
-from fastapi_gcp_tasks._naming import new_task_id, task_name  # noqa: E402
-from outbox import (  # noqa: E402
+from fastapi_gcp_tasks.build._naming import new_task_id, task_name  # noqa: E402
+from fastapi_gcp_tasks.dispatch._sink import PreparedTask  # noqa: E402
+from fastapi_gcp_tasks.outbox import (  # noqa: E402
     CloudTasksRelayClient,
     NullRelayClient,
     Relay,
@@ -46,7 +46,7 @@ from outbox import (  # noqa: E402
     outbox_sink,
     use_outbox,
 )
-from outbox._sql import insert_statement  # noqa: E402
+from fastapi_gcp_tasks.outbox._sql import insert_statement  # noqa: E402
 
 QUEUE = "projects/bench/locations/here/queues/outbox"
 BASE = os.environ.get("FASTAPI_GCP_TASKS_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")

@@ -34,7 +34,7 @@ from fastapi import HTTPException
 from opentelemetry.sdk.trace import TracerProvider
 from starlette.requests import Request
 
-from fastapi_gcp_tasks._tracing import propagation_headers
+from fastapi_gcp_tasks.build._tracing import propagation_headers
 from fastapi_gcp_tasks.oidc import OIDCVerifier
 
 AUDIENCE = "https://worker.example.com"

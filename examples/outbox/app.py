@@ -23,7 +23,7 @@ from sqlalchemy import Boolean, Integer, String, create_engine, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from fastapi_gcp_tasks import DelayedRouteBuilder, as_delayed_task
-from outbox import CloudTasksRelayClient, Relay, RelaySettings, migrate, outbox_session, outbox_sink
+from fastapi_gcp_tasks.outbox import CloudTasksRelayClient, Relay, RelaySettings, migrate, outbox_session, outbox_sink
 
 QUEUE = os.environ.get("EXAMPLE_QUEUE", "projects/demo/locations/local/queues/receipts")
 BASE_URL = os.environ.get("EXAMPLE_BASE_URL", "http://127.0.0.1:8000")

@@ -41,9 +41,9 @@ from google.cloud import scheduler_v1
 from google.protobuf import empty_pb2, field_mask_pb2, timestamp_pb2
 from google.protobuf.message import DecodeError
 
-from fastapi_gcp_tasks.emulator._cron import CronSchedule, parse_time_zone
 from fastapi_gcp_tasks.emulator._types import Clock, Deliverer, DeliveryRequest, DeliveryResult
 from fastapi_gcp_tasks.exception import TaskLimitError
+from fastapi_gcp_tasks.schedules._cron import CronSchedule, parse_time_zone
 
 __all__ = ["SERVICE_NAME", "JobDelivery", "SchedulerService"]
 

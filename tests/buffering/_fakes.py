@@ -8,8 +8,8 @@ from collections.abc import Sequence
 
 from google.cloud import tasks_v2
 
-from fastapi_gcp_tasks._dispatch import PreparedTask
-from fastapi_gcp_tasks._naming import new_task_id, task_name
+from fastapi_gcp_tasks.build._naming import new_task_id, task_name
+from fastapi_gcp_tasks.dispatch._sink import PreparedTask
 from fastapi_gcp_tasks.exception import FastAPIGCPTasksError, TaskAlreadyExistsError
 
 QUEUE = "projects/p/locations/l/queues/q"

@@ -9,8 +9,8 @@ from collections.abc import Sequence
 import pytest
 from google.cloud import tasks_v2
 
-from fastapi_gcp_tasks._dispatch import current_sink
 from fastapi_gcp_tasks.buffering import BufferStats, LostTask, RetryPolicy, require_buffer, task_buffer
+from fastapi_gcp_tasks.dispatch._sink import current_sink
 from fastapi_gcp_tasks.exception import BufferRequiredError, SendError, TaskArgumentError
 
 from ._fakes import RecordingSender, prepared

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from fastapi_gcp_tasks._dispatch import current_sink
 from fastapi_gcp_tasks.buffering import BufferStats, TaskBufferMiddleware
+from fastapi_gcp_tasks.dispatch._sink import current_sink
 from fastapi_gcp_tasks.exception import TaskArgumentError
 
 from ._fakes import RecordingSender, prepared

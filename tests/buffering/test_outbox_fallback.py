@@ -10,7 +10,7 @@ from fastapi import APIRouter
 from google.cloud import tasks_v2
 from sqlalchemy.orm import Session
 
-import outbox
+from fastapi_gcp_tasks import outbox
 from fastapi_gcp_tasks.async_delayed_route import AsyncDelayedRouteBuilder
 from fastapi_gcp_tasks.buffering import LostTask, task_buffer
 from fastapi_gcp_tasks.emulator import Emulator

@@ -7,7 +7,7 @@ import multiprocessing
 import os
 from typing import Any
 
-from fastapi_gcp_tasks._clients import AsyncClientSource, SyncClientSource
+from fastapi_gcp_tasks.transport._clients import AsyncClientSource, SyncClientSource
 
 
 class Made:

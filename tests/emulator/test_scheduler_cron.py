@@ -10,8 +10,8 @@ from croniter import croniter
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fastapi_gcp_tasks.emulator._cron import CronSchedule, parse_time_zone
 from fastapi_gcp_tasks.exception import TaskArgumentError, TaskLimitError
+from fastapi_gcp_tasks.schedules._cron import CronSchedule, parse_time_zone
 
 UTC = dt.UTC
 NEW_YORK = zoneinfo.ZoneInfo("America/New_York")

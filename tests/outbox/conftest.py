@@ -20,8 +20,8 @@ from sqlalchemy.exc import OperationalError
 
 from fastapi_gcp_tasks import AsyncDelayedRouteBuilder, DelayedRouteBuilder, async_emulator_client, emulator_client
 from fastapi_gcp_tasks.emulator import Emulator
-from outbox import OutboxStore, migrate, outbox_sink
-from outbox._engine import relay_engine
+from fastapi_gcp_tasks.outbox import OutboxStore, migrate, outbox_sink
+from fastapi_gcp_tasks.outbox._engine import relay_engine
 from tests.outbox.support import QUEUE, OutboxDb, World
 
 POSTGRES_URL = os.environ.get(

@@ -12,11 +12,11 @@ from google.cloud import tasks_v2
 from sqlalchemy import Engine, delete, text
 from sqlalchemy.orm import Session
 
-from fastapi_gcp_tasks._dispatch import PreparedTask
-from fastapi_gcp_tasks._naming import new_task_id, task_name
+from fastapi_gcp_tasks.build._naming import new_task_id, task_name
+from fastapi_gcp_tasks.dispatch._sink import PreparedTask
 from fastapi_gcp_tasks.emulator import Emulator
 from fastapi_gcp_tasks.exception import FastAPIGCPTasksError, SendError, TaskAlreadyExistsError
-from outbox import (
+from fastapi_gcp_tasks.outbox import (
     CloudTasksRelayClient,
     OutboxSink,
     OutboxStore,

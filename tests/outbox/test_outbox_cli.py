@@ -17,8 +17,8 @@ import pytest
 from sqlalchemy import select
 
 from fastapi_gcp_tasks.cli import build_parser
-from outbox import NullRelayClient, Relay, outbox_table
-from outbox._metrics import serve_metrics
+from fastapi_gcp_tasks.outbox import NullRelayClient, Relay, outbox_table
+from fastapi_gcp_tasks.outbox._metrics import serve_metrics
 from tests.outbox.support import OutboxDb, World, fast_settings, insert_tasks
 
 OUTBOX_BACKENDS = ("postgres", "mariadb")

@@ -8,9 +8,9 @@ import threading
 from sqlalchemy import make_url, text
 from sqlalchemy.orm import Session
 
-from fastapi_gcp_tasks._dispatch import PreparedTask
-from outbox import NOTIFY_CHANNEL, OutboxSink, Relay
-from outbox._engine import relay_engine
+from fastapi_gcp_tasks.dispatch._sink import PreparedTask
+from fastapi_gcp_tasks.outbox import NOTIFY_CHANNEL, OutboxSink, Relay
+from fastapi_gcp_tasks.outbox._engine import relay_engine
 from tests.outbox.proxy import OutageProxy
 from tests.outbox.support import OutboxDb, RecordingCloudTasks, eventually, fast_settings, insert_tasks, prepared
 
@@ -53,7 +53,7 @@ def test_concurrent_claims_never_share_a_row(db: OutboxDb) -> None:
     engines = [relay_engine(db.url) for _ in claimed]
 
     def claimer(index: int) -> None:
-        from outbox import OutboxStore
+        from fastapi_gcp_tasks.outbox import OutboxStore
 
         store = OutboxStore(engines[index])
         while True:

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
 
 from fastapi_gcp_tasks.cli import main as cli
-from outbox import CloudTasksRelayClient, OutboxSink, Relay, outbox_sink, use_outbox
+from fastapi_gcp_tasks.outbox import CloudTasksRelayClient, OutboxSink, Relay, outbox_sink, use_outbox
 from tests.outbox.proxy import OutageProxy
 from tests.outbox.support import QUEUE, OutboxDb, World, drain, eventually, fast_settings, prepared
 

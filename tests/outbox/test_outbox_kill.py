@@ -19,8 +19,8 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from outbox import outbox_table, use_outbox
-from outbox._failpoints import ENV_VAR
+from fastapi_gcp_tasks.outbox import outbox_table, use_outbox
+from fastapi_gcp_tasks.outbox._failpoints import ENV_VAR
 from tests.outbox.support import OutboxDb, World, eventually
 
 LEASE_SECONDS = 2.0

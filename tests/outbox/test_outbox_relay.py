@@ -11,8 +11,8 @@ import time
 from sqlalchemy import insert, select, update
 
 from fastapi_gcp_tasks.exception import SendError
-from outbox import Relay, outbox_table
-from outbox._schema import db_now
+from fastapi_gcp_tasks.outbox import Relay, outbox_table
+from fastapi_gcp_tasks.outbox._schema import db_now
 from tests.outbox.support import OutboxDb, RecordingCloudTasks, eventually, fast_settings, insert_tasks
 
 _o = outbox_table.c

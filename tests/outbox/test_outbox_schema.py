@@ -9,10 +9,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 
-import outbox
+from fastapi_gcp_tasks import outbox
 from fastapi_gcp_tasks.cli import main as cli
-from outbox import metadata, migrate
-from outbox._migrate import VERSION_TABLE, current_revision, head_revision, migrations_dir
+from fastapi_gcp_tasks.outbox import metadata, migrate
+from fastapi_gcp_tasks.outbox._migrate import VERSION_TABLE, current_revision, head_revision, migrations_dir
 from tests.outbox.support import OutboxDb
 
 

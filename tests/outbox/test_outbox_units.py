@@ -9,9 +9,9 @@ from google.api_core import exceptions as core_exceptions
 from google.cloud import tasks_v2
 
 from fastapi_gcp_tasks.exception import SendError, TaskAlreadyExistsError
-from outbox import NullRelayClient, RelaySettings
-from outbox._client import translate_error
-from outbox._engine import sync_url
+from fastapi_gcp_tasks.outbox import NullRelayClient, RelaySettings
+from fastapi_gcp_tasks.outbox._client import translate_error
+from fastapi_gcp_tasks.outbox._engine import sync_url
 from tests.outbox.support import prepared
 
 core: Any = core_exceptions  # api_core's exception constructors are untyped

@@ -13,10 +13,10 @@ from sqlalchemy import Engine, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from fastapi_gcp_tasks._dispatch import current_sink
-from fastapi_gcp_tasks._naming import hashed_task_id, task_name
+from fastapi_gcp_tasks.build._naming import hashed_task_id, task_name
+from fastapi_gcp_tasks.dispatch._sink import current_sink
 from fastapi_gcp_tasks.exception import TaskArgumentError
-from outbox import OutboxSink, outbox_session, outbox_sink, outbox_table, use_outbox
+from fastapi_gcp_tasks.outbox import OutboxSink, outbox_session, outbox_sink, outbox_table, use_outbox
 from tests.outbox.support import QUEUE, OutboxDb, prepared
 
 _ASYNC_DRIVERS = {"postgres": "postgresql+asyncpg", "mariadb": "mysql+asyncmy", "sqlite": "sqlite+aiosqlite"}

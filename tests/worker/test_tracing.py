@@ -12,8 +12,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from fastapi_gcp_tasks import _tracing
-from fastapi_gcp_tasks._tracing import TraceContextMiddleware, propagation_headers
+from fastapi_gcp_tasks.build import _tracing
+from fastapi_gcp_tasks.build._tracing import TraceContextMiddleware, propagation_headers
 
 from ._support import client_for
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from fastapi_gcp_tasks._buffer_send import BufferStats
+from fastapi_gcp_tasks.dispatch._buffer_send import BufferStats
 
 __all__ = ["BufferCollector"]
 

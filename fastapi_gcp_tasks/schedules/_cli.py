@@ -156,7 +156,7 @@ def _guarded(args: argparse.Namespace, run: Any) -> int:
 
 def load(app: str | None, *, app_dir: str = ".", emulator_host: str | None = None) -> Any:
     """Import APP and return the `Schedules` registry it names."""
-    from fastapi_gcp_tasks.schedules import Schedules
+    from fastapi_gcp_tasks.schedules._schedules import Schedules
 
     if not app:
         raise _CommandError(f"APP is required (module:attribute, or env {_ENV}APP)")

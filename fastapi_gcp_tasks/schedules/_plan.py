@@ -15,7 +15,7 @@ from typing import Any
 
 from google.cloud import scheduler_v1
 
-from fastapi_gcp_tasks._jobs import _comparable, changed_fields
+from fastapi_gcp_tasks.build._job import _comparable, changed_fields
 
 __all__ = ["Action", "FieldChange", "JobChange", "Plan", "compute_plan"]
 

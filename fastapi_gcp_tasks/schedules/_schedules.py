@@ -28,25 +28,23 @@ from google.api_core import exceptions as core
 from google.cloud import scheduler_v1
 from google.protobuf import field_mask_pb2
 
-from fastapi_gcp_tasks import _naming
-from fastapi_gcp_tasks._clients import (
+from fastapi_gcp_tasks._limits import MAX_ID_LENGTH, SCHEDULER_LIST_PAGE_SIZE
+from fastapi_gcp_tasks.build import _naming
+from fastapi_gcp_tasks.build._job import validate_time_zone
+from fastapi_gcp_tasks.build._routes import ScheduleHandle
+from fastapi_gcp_tasks.exception import TaskArgumentError, TaskLimitError
+from fastapi_gcp_tasks.schedules._plan import Action, FieldChange, JobChange, Plan, compute_plan
+from fastapi_gcp_tasks.transport._clients import (
     AsyncClientSource,
     SyncClientSource,
     async_scheduler_source,
     sync_scheduler_source,
 )
-from fastapi_gcp_tasks._errors import translate
-from fastapi_gcp_tasks._jobs import validate_time_zone
-from fastapi_gcp_tasks._routes import ScheduleHandle
-from fastapi_gcp_tasks._schedules_plan import Action, FieldChange, JobChange, Plan, compute_plan
-from fastapi_gcp_tasks.exception import TaskArgumentError, TaskLimitError
+from fastapi_gcp_tasks.transport._errors import translate
 
 __all__ = ["Action", "FieldChange", "JobChange", "Plan", "ScheduleEntry", "Schedules"]
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-_PAGE_SIZE = 500
-_MAX_ID = 500
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -151,9 +149,9 @@ class Schedules:
             )
         _naming.check_id(name, param="name", what="job name")
         job_id = self.prefix + name
-        if len(job_id) > _MAX_ID:
+        if len(job_id) > MAX_ID_LENGTH:
             raise TaskLimitError(
-                f"name={name!r}: with the prefix {self.prefix!r} the job id is longer than {_MAX_ID} characters",
+                f"name={name!r}: with the prefix {self.prefix!r} the job id is longer than {MAX_ID_LENGTH} characters",
                 param="name",
             )
         if job_id in self._entries:
@@ -360,7 +358,7 @@ class Schedules:
     # internals -------------------------------------------------------------------------------------------------
 
     def _list_request(self) -> scheduler_v1.ListJobsRequest:
-        return scheduler_v1.ListJobsRequest(parent=self.location_path, page_size=_PAGE_SIZE)
+        return scheduler_v1.ListJobsRequest(parent=self.location_path, page_size=SCHEDULER_LIST_PAGE_SIZE)
 
     def _plan(self, listed: list[scheduler_v1.Job]) -> Plan:
         desired = {job_id: entry.job for job_id, entry in self._entries.items()}

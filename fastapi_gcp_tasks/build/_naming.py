@@ -15,7 +15,7 @@ from fastapi_gcp_tasks.exception import TaskLimitError
 
 __all__ = ["ID_PATTERN", "check_id", "hashed_task_id", "new_task_id", "task_name"]
 
-ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,500}")
+from fastapi_gcp_tasks._limits import ID_PATTERN
 """Task ids and Cloud Scheduler job ids."""
 
 

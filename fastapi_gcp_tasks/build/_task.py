@@ -20,11 +20,21 @@ from google.api_core import exceptions as core
 from google.cloud import tasks_v2
 from google.protobuf import duration_pb2, timestamp_pb2
 
-from fastapi_gcp_tasks import _naming, _tracing
-from fastapi_gcp_tasks._clients import AsyncClientSource, SyncClientSource
-from fastapi_gcp_tasks._dispatch import PreparedTask, TaskSink, current_sink
-from fastapi_gcp_tasks._errors import translate
-from fastapi_gcp_tasks._plan import RoutePlan
+from fastapi_gcp_tasks.build import _naming
+
+from fastapi_gcp_tasks.build import _tracing
+from fastapi_gcp_tasks.transport._clients import AsyncClientSource, SyncClientSource
+from fastapi_gcp_tasks.dispatch._sink import PreparedTask, TaskSink, current_sink
+from fastapi_gcp_tasks.transport._errors import translate
+from fastapi_gcp_tasks.build._plan import RoutePlan
+from fastapi_gcp_tasks._limits import (
+    MAX_DISPATCH_DEADLINE,
+    MAX_HEADER_BYTES,
+    MAX_SCHEDULE_AHEAD,
+    MAX_TASK_BYTES,
+    MAX_URL_LENGTH,
+    MIN_DISPATCH_DEADLINE,
+)
 from fastapi_gcp_tasks.exception import (
     FastAPIGCPTasksError,
     TaskAlreadyExistsError,
@@ -37,12 +47,6 @@ __all__ = ["DELAY_OPTION_NAMES", "DelayConfig", "Delayer", "RouteSender", "check
 
 logger = logging.getLogger("fastapi_gcp_tasks")
 
-MAX_TASK_BYTES = 1_000_000
-MAX_URL_LENGTH = 2083
-MAX_HEADER_BYTES = 80_000
-MAX_SCHEDULE_AHEAD = dt.timedelta(days=30)
-MIN_DISPATCH_DEADLINE = 15.0
-MAX_DISPATCH_DEADLINE = 1800.0
 
 _HTTP_METHODS = {
     "POST": tasks_v2.HttpMethod.POST,

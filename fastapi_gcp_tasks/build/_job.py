@@ -19,11 +19,13 @@ from google.api_core import exceptions as core
 from google.cloud import scheduler_v1
 from google.protobuf import duration_pb2, field_mask_pb2
 
-from fastapi_gcp_tasks import _naming, _tracing
-from fastapi_gcp_tasks._clients import AsyncClientSource, SyncClientSource
-from fastapi_gcp_tasks._errors import translate
-from fastapi_gcp_tasks._plan import RoutePlan
-from fastapi_gcp_tasks._tasks import check_url, to_seconds
+from fastapi_gcp_tasks.build import _naming
+
+from fastapi_gcp_tasks.build import _tracing
+from fastapi_gcp_tasks.transport._clients import AsyncClientSource, SyncClientSource
+from fastapi_gcp_tasks.transport._errors import translate
+from fastapi_gcp_tasks.build._plan import RoutePlan
+from fastapi_gcp_tasks.build._task import check_url, to_seconds
 from fastapi_gcp_tasks.exception import TaskArgumentError, TaskLimitError, UnknownParamError
 
 __all__ = ["SCHEDULER_OPTION_NAMES", "JobConfig", "JobSync", "default_retry_config", "validate_cron"]

@@ -19,7 +19,7 @@ from typing import Any
 from fastapi.routing import APIRoute
 from google.cloud import scheduler_v1, tasks_v2
 
-from fastapi_gcp_tasks._clients import (
+from fastapi_gcp_tasks.transport._clients import (
     AsyncClientSource,
     SyncClientSource,
     async_scheduler_source,
@@ -27,9 +27,9 @@ from fastapi_gcp_tasks._clients import (
     sync_scheduler_source,
     sync_tasks_source,
 )
-from fastapi_gcp_tasks._jobs import JobConfig, JobSync
-from fastapi_gcp_tasks._plan import RoutePlan
-from fastapi_gcp_tasks._tasks import DelayConfig, Delayer, RouteSender
+from fastapi_gcp_tasks.build._job import JobConfig, JobSync
+from fastapi_gcp_tasks.build._plan import RoutePlan
+from fastapi_gcp_tasks.build._task import DelayConfig, Delayer, RouteSender
 from fastapi_gcp_tasks.exception import RouteDefinitionError
 from fastapi_gcp_tasks.receive._auth import WorkerRoute
 from fastapi_gcp_tasks.receive._poison import PoisonPolicy, poison_route_class

@@ -23,7 +23,7 @@ from typing import Protocol
 
 from google.cloud import tasks_v2
 
-from fastapi_gcp_tasks._dispatch import PreparedTask
+from fastapi_gcp_tasks.dispatch._sink import PreparedTask
 from fastapi_gcp_tasks.exception import FastAPIGCPTasksError, SendError, TaskAlreadyExistsError, TaskArgumentError
 
 __all__ = [
