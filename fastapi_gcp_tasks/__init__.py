@@ -4,7 +4,6 @@ from fastapi_gcp_tasks.async_delayed_route import AsyncDelayedRouteBuilder
 from fastapi_gcp_tasks.async_scheduled_route import AsyncScheduledRouteBuilder
 from fastapi_gcp_tasks.buffering import RetryPolicy, TaskBufferMiddleware, require_buffer, task_buffer
 from fastapi_gcp_tasks.build._naming import hashed_task_id
-from fastapi_gcp_tasks.build._tracing import TraceContextMiddleware
 from fastapi_gcp_tasks.decorators import task_default_options
 from fastapi_gcp_tasks.delayed_route import DelayedRouteBuilder
 from fastapi_gcp_tasks.dependencies import CloudSchedulerHeaders, CloudTasksHeaders, max_retries
@@ -54,6 +53,7 @@ from fastapi_gcp_tasks.protocols import (
     as_scheduled_task,
 )
 from fastapi_gcp_tasks.receive import PrivateEndpoint, WorkerRoute
+from fastapi_gcp_tasks.receive._tracing import TraceContextMiddleware
 from fastapi_gcp_tasks.scheduled_route import ScheduledRouteBuilder
 from fastapi_gcp_tasks.schedules import Schedules
 from fastapi_gcp_tasks.utils import (

@@ -46,12 +46,31 @@ DEFAULT_MAX_ATTEMPTS = 100
 DEFAULT_MIN_BACKOFF = 0.1
 DEFAULT_MAX_BACKOFF = 3600.0
 DEFAULT_MAX_DOUBLINGS = 16
+MAX_BURST_SIZE = 100
+"""The `rate_limits.max_burst_size` the service derives: max_dispatches_per_second rounded up, at most 100."""
+LIST_TASKS_PAGE_SIZE = 1000
+"""`ListTasks` (and `ListQueues`) return at most 1,000 items a page."""
 
 # -- Cloud Scheduler ---------------------------------------------------------------------------------------------
 
 SCHEDULER_MAX_RETRY_COUNT = 5
+"""`retry_config.retry_count` is 0 (the default: no retry) to 5."""
+SCHEDULER_MIN_ATTEMPT_DEADLINE = MIN_DISPATCH_DEADLINE
+"""Seconds; `attempt_deadline` of an HTTP-target job is 15 s to 30 min."""
+SCHEDULER_MAX_ATTEMPT_DEADLINE = MAX_DISPATCH_DEADLINE
 SCHEDULER_DEFAULT_ATTEMPT_DEADLINE = 180.0
+"""Seconds; what the service stores when `attempt_deadline` is left unset."""
 SCHEDULER_MIN_BACKOFF = 5.0
+"""Seconds; the `min_backoff_duration` the service stores when it is left unset."""
 SCHEDULER_MAX_BACKOFF = 3600.0
+"""Seconds; the `max_backoff_duration` stored when it is left unset, and the most either backoff may be."""
 SCHEDULER_MAX_DOUBLINGS = 5
+"""The `max_doublings` the service stores when it is left 0."""
 SCHEDULER_LIST_PAGE_SIZE = 500
+"""`ListJobs` returns at most 500 jobs a page."""
+SCHEDULER_MAX_JOB_BYTES = 1024 * 1024
+"""A job may be 1 MB (1,024 x 1,024 bytes, as for tasks)."""
+SCHEDULER_MAX_DESCRIPTION = 500
+"""A job's `description` holds at most 500 characters."""
+SCHEDULER_APP_ENGINE_MAX_ATTEMPT_DEADLINE = 24 * 3600.0 + 15
+"""Seconds; `attempt_deadline` of an App Engine job is 15 s to 24 h 15 s."""

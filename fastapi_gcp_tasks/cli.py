@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 # subcommand -> module with `register(subparsers) -> None`; the module sets `func` on its parser(s)
 _SUBCOMMANDS: dict[str, tuple[str, str | None]] = {
-    "emulator": ("fastapi_gcp_tasks.emulator._cli", None),
+    "emulator": ("fastapi_gcp_tasks.emulator._cli", "emulator"),
     "schedules": ("fastapi_gcp_tasks.schedules._cli", None),
     "relay": ("fastapi_gcp_tasks.outbox._cli", "outbox"),
     "outbox": ("fastapi_gcp_tasks.outbox._cli", "outbox"),

@@ -10,30 +10,23 @@ import asyncio
 import dataclasses
 import json
 import logging
-import os
 import signal
 import sys
 from typing import Any
+
+from fastapi_gcp_tasks._cli_options import env_option
+from fastapi_gcp_tasks.transport._clients import EMULATOR_HOST_ENV
 
 __all__ = ["register"]
 
 _SKIP_LOG_FIELDS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
 
-def _option(parser: argparse.ArgumentParser, flag: str, env: str, *, default: Any = None, **kwargs: Any) -> None:
-    """Add `flag`, defaulting to the environment variable `env`, then to `default`."""
-    value = os.environ.get(env, default)
-    if kwargs.get("action") == "store_true":
-        value = str(value).lower() in {"1", "true", "yes", "on"} if isinstance(value, str) else bool(value)
-    required = kwargs.pop("required", False) and value is None
-    parser.add_argument(flag, default=value, required=required, help=f"{kwargs.pop('help', '')} [env: {env}]", **kwargs)
-
-
 def _database_option(parser: argparse.ArgumentParser) -> None:
-    _option(
+    env_option(
         parser,
         "--database-url",
-        "FASTAPI_GCP_TASKS_DATABASE_URL",
+        env="FASTAPI_GCP_TASKS_DATABASE_URL",
         required=True,
         help="SQLAlchemy URL of the database holding the outbox",
     )
@@ -44,67 +37,79 @@ def register(subparsers: Any) -> None:
     relay = subparsers.add_parser("relay", help="send committed outbox rows to Cloud Tasks until stopped")
     _database_option(relay)
     env = "FASTAPI_GCP_TASKS_RELAY_"
-    _option(relay, "--emulator-host", "FASTAPI_GCP_TASKS_EMULATOR_HOST", help="send to the emulator at HOST:PORT")
-    _option(
+    env_option(relay, "--emulator-host", env=EMULATOR_HOST_ENV, help="send to the emulator at HOST:PORT")
+    env_option(
         relay,
         "--send-mode",
-        env + "SEND_MODE",
+        env=env + "SEND_MODE",
         default="concurrent",
         choices=["batch", "concurrent"],
         help="batch_create_tasks (100 per call) or concurrent create_task calls",
     )
-    _option(
+    env_option(
         relay,
         "--send-concurrency",
-        env + "SEND_CONCURRENCY",
+        env=env + "SEND_CONCURRENCY",
         default=32,
         type=int,
         help="create_task calls in flight in concurrent mode",
     )
-    _option(relay, "--batch-size", env + "BATCH_SIZE", default=100, type=int, help="rows per claim")
-    _option(relay, "--concurrency", env + "CONCURRENCY", default=4, type=int, help="claimed batches in flight")
-    _option(relay, "--poll-interval", env + "POLL_INTERVAL", default=1.0, type=float, help="seconds between idle polls")
-    _option(relay, "--no-listen", env + "NO_LISTEN", action="store_true", help="poll only, no LISTEN/NOTIFY")
-    _option(relay, "--lease-seconds", env + "LEASE_SECONDS", default=60.0, type=float, help="lease of a claim")
-    _option(relay, "--send-timeout", env + "SEND_TIMEOUT", default=20.0, type=float, help="deadline of each send")
-    _option(relay, "--max-attempts", env + "MAX_ATTEMPTS", default=25, type=int, help="attempts before dead letter")
-    _option(relay, "--backoff-initial", env + "BACKOFF_INITIAL", default=1.0, type=float, help="first retry delay")
-    _option(relay, "--backoff-max", env + "BACKOFF_MAX", default=600.0, type=float, help="longest retry delay")
-    _option(
+    env_option(relay, "--batch-size", env=env + "BATCH_SIZE", default=100, type=int, help="rows per claim")
+    env_option(relay, "--concurrency", env=env + "CONCURRENCY", default=4, type=int, help="claimed batches in flight")
+    env_option(
+        relay, "--poll-interval", env=env + "POLL_INTERVAL", default=1.0, type=float, help="seconds between idle polls"
+    )
+    env_option(relay, "--no-listen", env=env + "NO_LISTEN", action="store_true", help="poll only, no LISTEN/NOTIFY")
+    env_option(relay, "--lease-seconds", env=env + "LEASE_SECONDS", default=60.0, type=float, help="lease of a claim")
+    env_option(
+        relay, "--send-timeout", env=env + "SEND_TIMEOUT", default=20.0, type=float, help="deadline of each send"
+    )
+    env_option(
+        relay, "--max-attempts", env=env + "MAX_ATTEMPTS", default=25, type=int, help="attempts before dead letter"
+    )
+    env_option(
+        relay, "--backoff-initial", env=env + "BACKOFF_INITIAL", default=1.0, type=float, help="first retry delay"
+    )
+    env_option(relay, "--backoff-max", env=env + "BACKOFF_MAX", default=600.0, type=float, help="longest retry delay")
+    env_option(
         relay,
         "--outage-pause-max",
-        env + "OUTAGE_PAUSE_MAX",
+        env=env + "OUTAGE_PAUSE_MAX",
         default=10.0,
         type=float,
         help="longest pause of claims after a batch in which every send failed",
     )
-    _option(
+    env_option(
         relay,
         "--retention-seconds",
-        env + "RETENTION_SECONDS",
+        env=env + "RETENTION_SECONDS",
         default=0.0,
         type=float,
         help="keep delivered rows this long (0 deletes them)",
     )
-    _option(
+    env_option(
         relay,
         "--shutdown-timeout",
-        env + "SHUTDOWN_TIMEOUT",
+        env=env + "SHUTDOWN_TIMEOUT",
         default=30.0,
         type=float,
         help="on SIGTERM, wait this long for batches in flight",
     )
-    _option(
+    env_option(
         relay,
         "--stats-interval",
-        env + "STATS_INTERVAL",
+        env=env + "STATS_INTERVAL",
         default=10.0,
         type=float,
         help="seconds between backlog snapshots",
     )
-    _option(relay, "--metrics-port", env + "METRICS_PORT", type=int, help="serve Prometheus metrics on this port")
-    _option(relay, "--log-format", env + "LOG_FORMAT", default="json", choices=["json", "text"], help="log format")
-    _option(relay, "--log-level", env + "LOG_LEVEL", default="INFO", help="log level")
+    env_option(
+        relay, "--metrics-port", env=env + "METRICS_PORT", type=int, help="serve Prometheus metrics on this port"
+    )
+    env_option(
+        relay, "--log-format", env=env + "LOG_FORMAT", default="json", choices=["json", "text"], help="log format"
+    )
+    env_option(relay, "--log-level", env=env + "LOG_LEVEL", default="INFO", help="log level")
     relay.set_defaults(func=_run_relay)
 
     outbox = subparsers.add_parser("outbox", help="migrate, inspect and repair the transactional outbox")

@@ -37,6 +37,7 @@ from fastapi_gcp_tasks.outbox._engine import relay_engine
 from fastapi_gcp_tasks.outbox._failpoints import failpoint
 from fastapi_gcp_tasks.outbox._schema import NOTIFY_CHANNEL
 from fastapi_gcp_tasks.outbox._sql import ClaimedRow, OutboxStats, OutboxStore
+from fastapi_gcp_tasks.transport._tasks import batches
 
 __all__ = ["Relay", "RelaySettings", "RelayStats"]
 
@@ -301,16 +302,15 @@ class Relay:
 
     async def _send(self, rows: list[ClaimedRow]) -> _Outcome:
         outcome = _Outcome()
-        by_queue: dict[str, list[tuple[ClaimedRow, tasks_v2.CreateTaskRequest]]] = {}
+        decoded: list[tuple[ClaimedRow, tasks_v2.CreateTaskRequest]] = []
         for row in rows:
             try:
-                request = tasks_v2.CreateTaskRequest.deserialize(row.request)
+                decoded.append((row, tasks_v2.CreateTaskRequest.deserialize(row.request)))
             except Exception as exc:  # noqa: BLE001  # protobuf raises several unrelated types; the row is recorded
                 outcome.dead.append((row.id, f"undecodable request: {exc!r}"))
-                continue
-            by_queue.setdefault(row.queue_path, []).append((row, request))
-        results = await asyncio.gather(*(self._send_queue(batch) for batch in by_queue.values()))
-        for batch, answers in zip(by_queue.values(), results, strict=True):
+        chunks = batches(decoded, lambda pair: pair[0].queue_path)
+        results = await asyncio.gather(*(self._send_queue(batch) for batch in chunks))
+        for batch, answers in zip(chunks, results, strict=True):
             for (row, _), answer in zip(batch, answers, strict=True):
                 self._classify(row, answer, outcome)
         return outcome

@@ -9,7 +9,7 @@ if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV"
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check uv
 fi
-"$VENV/bin/uv" pip install --python "$VENV/bin/python" --quiet -e . "fastapi==$OLDEST_FASTAPI" \
+"$VENV/bin/uv" pip install --python "$VENV/bin/python" --quiet -e '.[emulator]' "fastapi==$OLDEST_FASTAPI" \
     pytest pytest-asyncio pytest-timeout hypothesis httpx python-multipart cryptography uvicorn
 "$VENV/bin/python" -c "import fastapi; print('FastAPI', fastapi.__version__)"
 "$VENV/bin/python" -m pytest -p no:fastapi_gcp_tasks -q -W ignore::PendingDeprecationWarning -W ignore::DeprecationWarning tests/core/test_roundtrip.py tests/core/test_routes.py tests/core/test_refusals.py tests/worker/test_headers.py tests/worker/test_max_retries.py tests/worker/test_poison.py tests/worker/test_oidc.py tests/worker/test_auth.py tests/worker/test_attacks.py

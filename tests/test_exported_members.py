@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import ast
 import importlib
+import pathlib
+import shutil
+import subprocess
+import sys
+import zipfile
 
 import pytest
 
@@ -74,18 +80,63 @@ def test_root_all_is_sorted_and_complete() -> None:
     assert public - set(exported) == set(), "public names missing from __all__"
 
 
-def test_the_core_imports_without_the_outbox_extra() -> None:
-    import subprocess
-    import sys
-
+def test_the_core_imports_without_the_outbox_and_emulator_extras() -> None:
     code = (
-        "import sys; sys.modules['sqlalchemy'] = None; sys.modules['alembic'] = None\n"
+        "import sys; sys.modules['sqlalchemy'] = None; sys.modules['alembic'] = None; sys.modules['hpack'] = None\n"
         "import fastapi_gcp_tasks, fastapi_gcp_tasks.cli\n"
-        "assert 'outbox' not in sys.modules\n"
+        "assert not [m for m in sys.modules if m.split('.')[:2] == ['fastapi_gcp_tasks', 'outbox']]\n"
+        "assert 'outbox' not in sys.modules and 'fastapi_gcp_tasks.emulator' not in sys.modules\n"
         "print('ok')"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert result.stdout.strip() == "ok", result.stderr
+
+
+ROOT_REEXPORTS = [
+    "async_delayed_route",
+    "async_scheduled_route",
+    "buffering",
+    "decorators",
+    "delayed_route",
+    "dependencies",
+    "hooks",
+    "oidc",
+    "poison",
+    "protocols",
+    "scheduled_route",
+    "utils",
+]
+
+
+@pytest.mark.parametrize("module", ROOT_REEXPORTS)
+def test_the_public_modules_at_the_root_only_re_export(module: str) -> None:
+    path = pathlib.Path(fastapi_gcp_tasks.__file__).parent / f"{module}.py"
+    tree = ast.parse(path.read_text())
+
+    def allowed(node: ast.stmt) -> bool:
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            return True
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):  # the docstring
+            return True
+        return isinstance(node, ast.Assign) and [ast.unparse(t) for t in node.targets] == ["__all__"]
+
+    own = [ast.unparse(node).splitlines()[0] for node in tree.body if not allowed(node)]
+    assert own == [], f"{module}.py holds {own}: implementation belongs in a stage folder"
+    loaded = importlib.import_module(f"fastapi_gcp_tasks.{module}")
+    assert all(hasattr(loaded, name) for name in loaded.__all__)
+
+
+def test_the_wheel_ships_the_outbox_inside_the_package_and_no_top_level_outbox(tmp_path: pathlib.Path) -> None:
+    uv = shutil.which("uv") or str(pathlib.Path(sys.executable).parent / "uv")
+    root = pathlib.Path(fastapi_gcp_tasks.__file__).parent.parent
+    subprocess.run([uv, "build", "--wheel", "--quiet", "-o", str(tmp_path), str(root)], check=True, timeout=300)
+    (wheel,) = tmp_path.glob("*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    top_level = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
+    assert top_level == {"fastapi_gcp_tasks", "fastapi_cloud_tasks"}
+    assert "fastapi_gcp_tasks/outbox/_relay.py" in names
+    assert "fastapi_gcp_tasks/outbox/_migrations/versions/0001_outbox_tables.py" in names
+    assert "fastapi_gcp_tasks/py.typed" in names
 
 
 def test_fastapi_cloud_tasks_users_keep_their_imports() -> None:

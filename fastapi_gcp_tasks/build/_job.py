@@ -3,30 +3,38 @@
 `.schedule()` reads the job, creates it when missing, updates it in place with `UpdateJob` when it
 differs (deleting and re-creating would lose its history and leave a gap in its runs), and writes
 nothing when it already matches. The comparison ignores output-only fields and headers the service
-adds itself.
+adds itself. Those decisions are written once, as the flows `schedule_flow` and `delete_flow`, which
+`transport._scheduler` drives with the sync or the async client.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import zoneinfo
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from croniter import croniter
 from google.api_core import exceptions as core
 from google.cloud import scheduler_v1
-from google.protobuf import duration_pb2, field_mask_pb2
+from google.protobuf import duration_pb2
 
-from fastapi_gcp_tasks.build import _naming
-
-from fastapi_gcp_tasks.build import _tracing
-from fastapi_gcp_tasks.transport._clients import AsyncClientSource, SyncClientSource
-from fastapi_gcp_tasks.transport._errors import translate
+from fastapi_gcp_tasks._limits import (
+    SCHEDULER_DEFAULT_ATTEMPT_DEADLINE,
+    SCHEDULER_MAX_ATTEMPT_DEADLINE,
+    SCHEDULER_MAX_BACKOFF,
+    SCHEDULER_MAX_DOUBLINGS,
+    SCHEDULER_MAX_RETRY_COUNT,
+    SCHEDULER_MIN_ATTEMPT_DEADLINE,
+    SCHEDULER_MIN_BACKOFF,
+)
+from fastapi_gcp_tasks.build import _naming, _tracing
+from fastapi_gcp_tasks.build._cron import CronSchedule, parse_time_zone
 from fastapi_gcp_tasks.build._plan import RoutePlan
 from fastapi_gcp_tasks.build._task import check_url, to_seconds
 from fastapi_gcp_tasks.exception import TaskArgumentError, TaskLimitError, UnknownParamError
+from fastapi_gcp_tasks.transport._clients import AsyncClientSource, SyncClientSource
+from fastapi_gcp_tasks.transport._flows import CreateJob, DeleteJob, Flow, GetJob, UpdateJob
+from fastapi_gcp_tasks.transport._scheduler import run_flow, run_flow_async
 
 __all__ = ["SCHEDULER_OPTION_NAMES", "JobConfig", "JobSync", "default_retry_config", "validate_cron"]
 
@@ -43,8 +51,8 @@ _SERVICE_HEADERS = frozenset({"user-agent", "x-cloudscheduler", "content-length"
 _OUTPUT_ONLY = ("state", "status", "user_update_time", "schedule_time", "last_attempt_time")
 _RETRY_DEFAULTS = {
     "max_retry_duration": dt.timedelta(0),
-    "min_backoff_duration": dt.timedelta(seconds=5),
-    "max_backoff_duration": dt.timedelta(hours=1),
+    "min_backoff_duration": dt.timedelta(seconds=SCHEDULER_MIN_BACKOFF),
+    "max_backoff_duration": dt.timedelta(seconds=SCHEDULER_MAX_BACKOFF),
 }
 """What Cloud Scheduler stores for retry settings left unset, so that they compare equal."""
 _UPDATABLE = ("description", "http_target", "schedule", "time_zone", "retry_config", "attempt_deadline")
@@ -79,26 +87,15 @@ def default_retry_config() -> scheduler_v1.RetryConfig:
 
 
 def validate_cron(schedule: Any, *, param: str = "schedule") -> str:
-    """A unix-cron expression of five fields, as Cloud Scheduler accepts."""
-    if not isinstance(schedule, str) or len(schedule.split()) != 5 or not croniter.is_valid(schedule):
-        raise TaskLimitError(
-            f"{param}={schedule!r} is not a valid unix-cron expression (five fields: minute hour day month weekday)",
-            param=param,
-        )
-    return schedule
+    """A unix-cron expression of five fields, in the one grammar the emulator also evaluates."""
+    return CronSchedule.parse(schedule, param=param).text
 
 
 def validate_time_zone(time_zone: Any, *, param: str = "time_zone") -> str:
-    """A tz-database time zone name."""
-    try:
-        if not isinstance(time_zone, str) or not time_zone:
-            raise ValueError(time_zone)
-        zoneinfo.ZoneInfo(time_zone)
-    except (ValueError, zoneinfo.ZoneInfoNotFoundError):
-        raise TaskLimitError(
-            f"{param}={time_zone!r} is not a tz-database time zone (for example 'UTC' or 'Europe/Paris')",
-            param=param,
-        ) from None
+    """A tz-database time zone name, checked by the same rule as the emulator's (`build._cron`)."""
+    if not isinstance(time_zone, str):
+        raise TaskLimitError(f"{param}={time_zone!r} is not a time zone name (for example 'UTC')", param=param)
+    parse_time_zone(time_zone, param=param)
     return time_zone
 
 
@@ -144,7 +141,7 @@ class JobConfig:
             validate_time_zone(values["time_zone"])
         if "attempt_deadline" in values:
             seconds = to_seconds(values["attempt_deadline"], param="attempt_deadline")
-            if not 15 <= seconds <= 1800:
+            if not SCHEDULER_MIN_ATTEMPT_DEADLINE <= seconds <= SCHEDULER_MAX_ATTEMPT_DEADLINE:
                 raise TaskLimitError(
                     f"attempt_deadline must be between 15 seconds and 30 minutes, not {seconds:g} s",
                     param="attempt_deadline",
@@ -154,8 +151,10 @@ class JobConfig:
         if retry is not None:
             if not isinstance(retry, scheduler_v1.RetryConfig):
                 raise TaskArgumentError("retry_config must be a scheduler_v1.RetryConfig", param="retry_config")
-            if not 0 <= retry.retry_count <= 5:
-                raise TaskLimitError("retry_config.retry_count must be between 0 and 5", param="retry_config")
+            if not 0 <= retry.retry_count <= SCHEDULER_MAX_RETRY_COUNT:
+                raise TaskLimitError(
+                    f"retry_config.retry_count must be between 0 and {SCHEDULER_MAX_RETRY_COUNT}", param="retry_config"
+                )
         if "job_create_timeout" in values:
             values["job_create_timeout"] = to_seconds(values["job_create_timeout"], param="job_create_timeout")
         return cls(name=name, schedule=schedule, **values)
@@ -216,65 +215,22 @@ class JobSync:
 
     def schedule(self, values: Mapping[str, Any]) -> scheduler_v1.Job:
         """Create the job, or update it in place when it differs; write nothing when it matches."""
-        desired = self.job(values)
-        client = self._sync()
-        timeout = self.config.job_create_timeout
-        try:
-            try:
-                current = client.get_job(name=desired.name, timeout=timeout)
-            except core.NotFound:
-                try:
-                    return client.create_job(parent=self.config.location_path, job=desired, timeout=timeout)
-                except core.AlreadyExists:  # another process created it meanwhile: compare with theirs
-                    current = client.get_job(name=desired.name, timeout=timeout)
-            mask = changed_fields(current, desired, force=self.config.force)
-            if not mask:
-                return current
-            return client.update_job(job=desired, update_mask=field_mask_pb2.FieldMask(paths=mask), timeout=timeout)
-        except Exception as exc:
-            raise translate(exc, what=f"scheduling job {desired.name}") from exc
+        flow = schedule_flow(self.config, self.job(values))
+        return run_flow(flow, self._sync(), timeout=self.config.job_create_timeout)
 
     async def schedule_async(self, values: Mapping[str, Any]) -> scheduler_v1.Job:
         """`schedule()` from a coroutine, with the async client."""
-        desired = self.job(values)
-        client = self._async()
-        timeout = self.config.job_create_timeout
-        try:
-            try:
-                current = await client.get_job(name=desired.name, timeout=timeout)
-            except core.NotFound:
-                try:
-                    return await client.create_job(parent=self.config.location_path, job=desired, timeout=timeout)
-                except core.AlreadyExists:  # another process created it meanwhile: compare with theirs
-                    current = await client.get_job(name=desired.name, timeout=timeout)
-            mask = changed_fields(current, desired, force=self.config.force)
-            if not mask:
-                return current
-            return await client.update_job(
-                job=desired, update_mask=field_mask_pb2.FieldMask(paths=mask), timeout=timeout
-            )
-        except Exception as exc:
-            raise translate(exc, what=f"scheduling job {desired.name}") from exc
+        flow = schedule_flow(self.config, self.job(values))
+        return await run_flow_async(flow, self._async(), timeout=self.config.job_create_timeout)
 
     def delete(self) -> bool:
         """Delete the job; False when there was none."""
-        try:
-            self._sync().delete_job(name=self.config.job_name, timeout=self.config.job_create_timeout)
-        except core.NotFound:
-            return False
-        except Exception as exc:
-            raise translate(exc, what=f"deleting job {self.config.job_name}") from exc
-        return True
+        return run_flow(delete_flow(self.config.job_name), self._sync(), timeout=self.config.job_create_timeout)
 
     async def delete_async(self) -> bool:
         """`delete()` from a coroutine."""
-        try:
-            await self._async().delete_job(name=self.config.job_name, timeout=self.config.job_create_timeout)
-        except core.NotFound:
-            return False
-        except Exception as exc:
-            raise translate(exc, what=f"deleting job {self.config.job_name}") from exc
-        return True
+        flow = delete_flow(self.config.job_name)
+        return await run_flow_async(flow, self._async(), timeout=self.config.job_create_timeout)
 
     def _sync(self) -> scheduler_v1.CloudSchedulerClient:
         if self._sync_source is None:
@@ -285,6 +241,35 @@ class JobSync:
         if self._async_source is None:
             raise RuntimeError("this route was built by ScheduledRouteBuilder: call `.schedule()` without await")
         return self._async_source.get()
+
+
+def schedule_flow(config: JobConfig, desired: scheduler_v1.Job) -> Flow[scheduler_v1.Job]:
+    """Read the job; create it when missing, update the fields that differ, or leave it when it matches."""
+    what = f"scheduling job {desired.name}"
+    current: scheduler_v1.Job
+    try:
+        current = yield GetJob(name=desired.name, what=what)
+    except core.NotFound:
+        try:
+            created: scheduler_v1.Job = yield CreateJob(parent=config.location_path, job=desired, what=what)
+        except core.AlreadyExists:  # another process created it meanwhile: compare with theirs
+            current = yield GetJob(name=desired.name, what=what)
+        else:
+            return created
+    mask = changed_fields(current, desired, force=config.force)
+    if not mask:
+        return current
+    updated: scheduler_v1.Job = yield UpdateJob(job=desired, update_mask=tuple(mask), what=what)
+    return updated
+
+
+def delete_flow(job_name: str) -> Flow[bool]:
+    """Delete the job; False when there was none."""
+    try:
+        yield DeleteJob(name=job_name, what=f"deleting job {job_name}")
+    except core.NotFound:
+        return False
+    return True
 
 
 def changed_fields(current: scheduler_v1.Job, desired: scheduler_v1.Job, *, force: bool = False) -> list[str]:
@@ -306,11 +291,11 @@ def _comparable(job: scheduler_v1.Job) -> scheduler_v1.Job:
         headers["Content-Type"] = "application/octet-stream"
     target.headers = headers
     if not copy._pb.HasField("attempt_deadline"):
-        copy.attempt_deadline = dt.timedelta(minutes=3)
+        copy.attempt_deadline = dt.timedelta(seconds=SCHEDULER_DEFAULT_ATTEMPT_DEADLINE)
     retry = copy._pb.retry_config
     for name, default in _RETRY_DEFAULTS.items():
         if not retry.HasField(name):
             getattr(retry, name).FromTimedelta(default)
     if not retry.max_doublings:
-        retry.max_doublings = 5
+        retry.max_doublings = SCHEDULER_MAX_DOUBLINGS
     return copy

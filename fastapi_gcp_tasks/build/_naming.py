@@ -8,15 +8,25 @@ the service slower: `hashed_task_id` spreads them while staying deterministic.
 from __future__ import annotations
 
 import hashlib
-import re
 import secrets
 
+from fastapi_gcp_tasks._limits import ID_PATTERN
 from fastapi_gcp_tasks.exception import TaskLimitError
 
-__all__ = ["ID_PATTERN", "check_id", "hashed_task_id", "new_task_id", "task_name"]
+__all__ = ["ID_PATTERN", "check_id", "hashed_task_id", "location_path", "new_task_id", "queue_path", "task_name"]
 
-from fastapi_gcp_tasks._limits import ID_PATTERN
-"""Task ids and Cloud Scheduler job ids."""
+
+def location_path(*, project: str, location: str, **_ignored: str) -> str:
+    """`projects/{project}/locations/{location}`, the parent of Cloud Scheduler jobs and of queues.
+
+    Other keywords are ignored, as fastapi-cloud-tasks did, so `location_path(**parse_queue_path(path))` works.
+    """
+    return f"projects/{project}/locations/{location}"
+
+
+def queue_path(*, project: str, location: str, queue: str) -> str:
+    """`projects/{project}/locations/{location}/queues/{queue}`."""
+    return f"projects/{project}/locations/{location}/queues/{queue}"
 
 
 def check_id(value: str, *, param: str, what: str = "task id") -> str:

@@ -19,6 +19,13 @@ from typing import Any
 from fastapi.routing import APIRoute
 from google.cloud import scheduler_v1, tasks_v2
 
+from fastapi_gcp_tasks.build._job import JobConfig, JobSync
+from fastapi_gcp_tasks.build._plan import RoutePlan
+from fastapi_gcp_tasks.build._task import DelayConfig, Delayer
+from fastapi_gcp_tasks.exception import RouteDefinitionError
+from fastapi_gcp_tasks.receive._auth import WorkerRoute
+from fastapi_gcp_tasks.receive._poison import PoisonPolicy, poison_route_class
+from fastapi_gcp_tasks.receive._retries import declared_retry_limit
 from fastapi_gcp_tasks.transport._clients import (
     AsyncClientSource,
     SyncClientSource,
@@ -27,13 +34,7 @@ from fastapi_gcp_tasks.transport._clients import (
     sync_scheduler_source,
     sync_tasks_source,
 )
-from fastapi_gcp_tasks.build._job import JobConfig, JobSync
-from fastapi_gcp_tasks.build._plan import RoutePlan
-from fastapi_gcp_tasks.build._task import DelayConfig, Delayer, RouteSender
-from fastapi_gcp_tasks.exception import RouteDefinitionError
-from fastapi_gcp_tasks.receive._auth import WorkerRoute
-from fastapi_gcp_tasks.receive._poison import PoisonPolicy, poison_route_class
-from fastapi_gcp_tasks.receive._retries import declared_retry_limit
+from fastapi_gcp_tasks.transport._tasks import RouteSender
 
 __all__ = ["delayed_route_class", "scheduled_route_class"]
 

@@ -1,4 +1,4 @@
-"""From `.delay()` keywords to a created task: options, the CreateTaskRequest, and the sender.
+"""From `.delay()` keywords to a CreateTaskRequest, handed to a sink or to the route's `RouteSender`.
 
 `DelayConfig` holds a builder's settings merged with per-endpoint (`task_default_options`) and per-call
 (`.options()`) overrides; it is checked when it is made, so a bad option fails at the call site.
@@ -8,44 +8,28 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import datetime as dt
-import logging
-import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from google.api_core import exceptions as core
 from google.cloud import tasks_v2
 from google.protobuf import duration_pb2, timestamp_pb2
 
-from fastapi_gcp_tasks.build import _naming
-
-from fastapi_gcp_tasks.build import _tracing
-from fastapi_gcp_tasks.transport._clients import AsyncClientSource, SyncClientSource
-from fastapi_gcp_tasks.dispatch._sink import PreparedTask, TaskSink, current_sink
-from fastapi_gcp_tasks.transport._errors import translate
-from fastapi_gcp_tasks.build._plan import RoutePlan
 from fastapi_gcp_tasks._limits import (
     MAX_DISPATCH_DEADLINE,
-    MAX_HEADER_BYTES,
     MAX_SCHEDULE_AHEAD,
     MAX_TASK_BYTES,
     MAX_URL_LENGTH,
     MIN_DISPATCH_DEADLINE,
 )
-from fastapi_gcp_tasks.exception import (
-    FastAPIGCPTasksError,
-    TaskAlreadyExistsError,
-    TaskArgumentError,
-    TaskLimitError,
-    UnknownParamError,
-)
+from fastapi_gcp_tasks.build import _naming, _tracing
+from fastapi_gcp_tasks.build._plan import RoutePlan
+from fastapi_gcp_tasks.dispatch._sink import PreparedTask, TaskSink, current_sink
+from fastapi_gcp_tasks.exception import TaskArgumentError, TaskLimitError, UnknownParamError
+from fastapi_gcp_tasks.transport._tasks import RouteSender
 
-__all__ = ["DELAY_OPTION_NAMES", "DelayConfig", "Delayer", "RouteSender", "check_url", "to_seconds"]
-
-logger = logging.getLogger("fastapi_gcp_tasks")
+__all__ = ["DELAY_OPTION_NAMES", "DelayConfig", "Delayer", "check_url", "to_seconds"]
 
 
 _HTTP_METHODS = {
@@ -175,186 +159,6 @@ class DelayConfig:
 def _parse_queue_path(path: str) -> dict[str, str] | None:
     parsed = tasks_v2.CloudTasksClient.parse_queue_path(path)
     return parsed or None
-
-
-class RouteSender:
-    """Creates tasks through the builder's client: sync, async, and in batches (the I/O edge)."""
-
-    def __init__(
-        self,
-        *,
-        sync_source: SyncClientSource[tasks_v2.CloudTasksClient] | None,
-        async_source: AsyncClientSource[tasks_v2.CloudTasksAsyncClient] | None,
-        auto_create_queue: bool,
-    ) -> None:
-        self._sync_source = sync_source
-        self._async_source = async_source
-        self._auto_create_queue = auto_create_queue
-        self._ensured: set[tuple[int, str]] = set()
-        self._lock = threading.Lock()
-        self._budgets_checked: set[tuple[str, int]] = set()
-
-    def send(self, request: tasks_v2.CreateTaskRequest, *, timeout: float) -> tasks_v2.Task:
-        """Create the task now with the sync client (blocking)."""
-        if self._sync_source is None:
-            raise RuntimeError("this route was built by AsyncDelayedRouteBuilder: use `await ....delay()`")
-        client = self._sync_source.get()
-        try:
-            self._ensure_queue(client, request.parent)
-            return client.create_task(request=request, timeout=timeout)
-        except Exception as exc:
-            raise translate(exc, what="create_task", name=request.task.name) from exc
-
-    async def send_async(self, request: tasks_v2.CreateTaskRequest, *, timeout: float) -> tasks_v2.Task:
-        """Create the task now from the running loop (a sync client runs in a worker thread)."""
-        if self._async_source is None:
-            return await asyncio.to_thread(self.send, request, timeout=timeout)
-        client = self._async_source.get()
-        try:
-            await self._ensure_queue_async(client, request.parent)
-            return await client.create_task(request=request, timeout=timeout)
-        except Exception as exc:
-            raise translate(exc, what="create_task", name=request.task.name) from exc
-
-    async def send_batch_async(
-        self, requests: Sequence[tasks_v2.CreateTaskRequest], *, timeout: float
-    ) -> list[tasks_v2.Task | FastAPIGCPTasksError]:
-        """Create named tasks, 100 per `batch_create_tasks` call when the client is async.
-
-        A batch that fails as a whole is retried task by task (the tasks are named, so nothing is created
-        twice) so that each request gets its own result.
-        """
-        results: list[tasks_v2.Task | FastAPIGCPTasksError | None] = [None] * len(requests)
-        by_queue: dict[str, list[int]] = {}
-        for index, request in enumerate(requests):
-            by_queue.setdefault(request.parent, []).append(index)
-        singles: list[int] = []
-        if self._async_source is not None and hasattr(tasks_v2, "BatchCreateTasksRequest"):
-            client = self._async_source.get()
-            for parent, indexes in by_queue.items():
-                await self._ensure_queue_async(client, parent)
-                for start in range(0, len(indexes), 100):
-                    chunk = indexes[start : start + 100]
-                    if len(chunk) == 1:
-                        singles.extend(chunk)
-                        continue
-                    try:
-                        operation = await client.batch_create_tasks(
-                            request=tasks_v2.BatchCreateTasksRequest(
-                                parent=parent, requests=[requests[i] for i in chunk]
-                            ),
-                            timeout=timeout,
-                        )
-                        response = await operation.result(timeout=timeout)  # type: ignore[no-untyped-call]
-                    except Exception as exc:  # noqa: BLE001 - fall back to one call per task
-                        logger.debug("batch_create_tasks failed (%s); creating %d tasks one by one", exc, len(chunk))
-                        singles.extend(chunk)
-                        continue
-                    created = {task.name: task for task in response.tasks}
-                    for i in chunk:
-                        task = created.get(requests[i].task.name)
-                        if task is None:
-                            singles.append(i)
-                        else:
-                            results[i] = task
-        else:
-            singles = list(range(len(requests)))
-
-        async def one(index: int) -> None:
-            try:
-                results[index] = await self.send_async(requests[index], timeout=timeout)
-            except FastAPIGCPTasksError as exc:
-                results[index] = exc
-
-        await asyncio.gather(*(one(i) for i in singles))
-        return [r if r is not None else TaskAlreadyExistsError(requests[i].task.name) for i, r in enumerate(results)]
-
-    def _first_budget_check(self, parent: str, retries: int) -> bool:
-        key = (parent, retries)
-        if key in self._budgets_checked:
-            return False
-        self._budgets_checked.add(key)
-        return True
-
-    def check_retry_budget(self, parent: str, retries: int) -> None:
-        """Warn once when the queue drops a task before a route's `max_retries(retries)` can give it up."""
-        if self._sync_source is None or not self._first_budget_check(parent, retries):
-            return
-        try:
-            queue = self._sync_source.get().get_queue(name=parent, timeout=QUEUE_READ_TIMEOUT)
-        except (core.GoogleAPIError, OSError) as exc:
-            logger.debug("cannot read queue %s to compare its max_attempts with max_retries: %s", parent, exc)
-            return
-        warn_if_queue_gives_up_first(queue, retries)
-
-    async def check_retry_budget_async(self, parent: str, retries: int) -> None:
-        """`check_retry_budget` from a coroutine."""
-        if self._async_source is None:
-            await asyncio.to_thread(self.check_retry_budget, parent, retries)
-            return
-        if not self._first_budget_check(parent, retries):
-            return
-        try:
-            queue = await self._async_source.get().get_queue(name=parent, timeout=QUEUE_READ_TIMEOUT)
-        except (core.GoogleAPIError, OSError) as exc:
-            logger.debug("cannot read queue %s to compare its max_attempts with max_retries: %s", parent, exc)
-            return
-        warn_if_queue_gives_up_first(queue, retries)
-
-    def _ensure_queue(self, client: tasks_v2.CloudTasksClient, parent: str) -> None:
-        if not self._auto_create_queue:
-            return
-        key = (id(client), parent)
-        if key in self._ensured:
-            return
-        with self._lock:
-            if key in self._ensured:
-                return
-            from fastapi_gcp_tasks.utils import ensure_queue
-
-            try:
-                ensure_queue(client=client, path=parent)
-            except core.PermissionDenied:
-                _log_cannot_create(parent)
-            self._ensured.add(key)
-
-    async def _ensure_queue_async(self, client: tasks_v2.CloudTasksAsyncClient, parent: str) -> None:
-        if not self._auto_create_queue:
-            return
-        key = (id(client), parent)
-        if key in self._ensured:
-            return
-        from fastapi_gcp_tasks.utils import ensure_queue_async
-
-        try:
-            await ensure_queue_async(client=client, path=parent)
-        except core.PermissionDenied:
-            _log_cannot_create(parent)
-        self._ensured.add(key)
-
-
-QUEUE_READ_TIMEOUT = 10.0
-"""Seconds allowed for the one GetQueue of `check_retry_budget`."""
-
-
-def warn_if_queue_gives_up_first(queue: tasks_v2.Queue, retries: int) -> None:
-    """Warn when the queue allows fewer attempts than `retries + 1`, the attempt `max_retries(retries)` gives up on."""
-    attempts = queue.retry_config.max_attempts
-    if 0 < attempts < retries + 1:
-        logger.warning(
-            "queue %s allows %d attempts, but max_retries(%d) gives up only on attempt %d: Cloud Tasks will drop "
-            "failing tasks first, with no dead letter. Raise the queue's max_attempts to at least %d.",
-            queue.name,
-            attempts,
-            retries,
-            retries + 1,
-            retries + 1,
-        )
-
-
-def _log_cannot_create(parent: str) -> None:
-    # roles/cloudtasks.enqueuer may create tasks but not queues: the queue is then managed elsewhere.
-    logger.info("not allowed to create queue %s; assuming it exists (set auto_create_queue=False)", parent)
 
 
 class Delayer:

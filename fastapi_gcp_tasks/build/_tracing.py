@@ -1,8 +1,8 @@
-"""Trace propagation through Cloud Tasks, when OpenTelemetry is in use.
+"""Trace propagation through Cloud Tasks, when OpenTelemetry is in use: the sending side.
 
-Sending side: `propagation_headers()` returns the headers (W3C `traceparent`, `tracestate`, `baggage`
-with the default propagators) that carry the caller's trace into the task. Worker side:
-`TraceContextMiddleware` makes the handler continue that trace.
+`propagation_headers()` returns the headers (W3C `traceparent`, `tracestate`, `baggage` with the default
+propagators) that carry the caller's trace into the task. On the worker, `receive.TraceContextMiddleware`
+makes the handler continue that trace.
 
 OpenTelemetry stays optional. Nothing here imports it: while the application has not imported
 `opentelemetry.context` itself there can be no active span, so both sides do nothing, at the cost of
@@ -12,20 +12,14 @@ one dictionary lookup.
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
 from types import ModuleType
-from typing import Any
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from fastapi_gcp_tasks.receive import _headers as h
-
-__all__ = ["TraceContextMiddleware", "propagation_headers"]
+__all__ = ["otel_modules", "propagation_headers"]
 
 _otel: tuple[ModuleType, ModuleType, ModuleType, ModuleType] | None = None
 
 
-def _opentelemetry() -> tuple[ModuleType, ModuleType, ModuleType, ModuleType] | None:
+def otel_modules() -> tuple[ModuleType, ModuleType, ModuleType, ModuleType] | None:
     """`(context, trace, baggage, propagate)` once the application uses OpenTelemetry, else None."""
     global _otel
     if _otel is None and "opentelemetry.context" in sys.modules:
@@ -41,7 +35,7 @@ def propagation_headers() -> dict[str, str]:
     Uses the globally configured propagator (`OTEL_PROPAGATORS`; W3C trace context and baggage by
     default), so the worker side can read them with the same configuration.
     """
-    otel = _opentelemetry()
+    otel = otel_modules()
     if otel is None:
         return {}
     context, trace, baggage, propagate = otel
@@ -51,75 +45,3 @@ def propagation_headers() -> dict[str, str]:
     carrier: dict[str, str] = {}
     propagate.inject(carrier, context=current)
     return carrier
-
-
-class TraceContextMiddleware:
-    """Pure ASGI middleware: run each request in the trace context found in its headers.
-
-    The handler's spans (and the server span this middleware starts, unless `start_span=False`)
-    become children of the span that called `.delay()`, and its baggage is available. When a span is
-    already current, for example because OpenTelemetry's own ASGI/FastAPI instrumentation wraps the
-    app and has extracted the context itself, the request passes through untouched.
-
-    `tracer_provider` is the OpenTelemetry `TracerProvider` for the server span; the global one by default.
-    """
-
-    def __init__(self, app: ASGIApp, *, start_span: bool = True, tracer_provider: Any = None) -> None:
-        self.app = app
-        self.start_span = start_span
-        self.tracer_provider = tracer_provider
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        otel = _opentelemetry() if scope["type"] == "http" else None
-        if otel is None:
-            await self.app(scope, receive, send)
-            return
-        context, trace, _, propagate = otel
-        if trace.get_current_span().get_span_context().is_valid:
-            await self.app(scope, receive, send)
-            return
-        headers = _header_map(scope)
-        token = context.attach(propagate.extract(headers))
-        try:
-            if not self.start_span:
-                await self.app(scope, receive, send)
-                return
-            await self._traced(scope, receive, send, trace, headers)
-        finally:
-            context.detach(token)
-
-    async def _traced(self, scope: Scope, receive: Receive, send: Send, trace: Any, headers: Mapping[str, str]) -> None:
-        tracer = trace.get_tracer("fastapi_gcp_tasks", tracer_provider=self.tracer_provider)
-        method = scope.get("method", "")
-        path = scope.get("path", "")
-        attributes: dict[str, str | int] = {"http.request.method": method, "url.path": path}
-        for key, header in (("gcp.cloud_tasks.queue", h.QUEUE_NAME), ("gcp.cloud_tasks.task", h.TASK_NAME)):
-            value = h.text(headers.get(header))
-            if value is not None:
-                attributes[key] = value
-        retry_count = h.integer(headers.get(h.RETRY_COUNT))
-        if retry_count is not None:
-            attributes["gcp.cloud_tasks.retry_count"] = retry_count
-        with tracer.start_as_current_span(
-            f"{method} {path}", kind=trace.SpanKind.SERVER, attributes=attributes
-        ) as span:
-
-            async def send_with_status(message: Message) -> None:
-                if message["type"] == "http.response.start":
-                    status = int(message["status"])
-                    span.set_attribute("http.response.status_code", status)
-                    if status >= 500:
-                        span.set_status(trace.Status(trace.StatusCode.ERROR))
-                await send(message)
-
-            await self.app(scope, receive, send_with_status)
-
-
-def _header_map(scope: Scope) -> dict[str, str]:
-    """The request headers, lower-cased; repeated headers are joined with commas as HTTP allows."""
-    headers: dict[str, str] = {}
-    for raw_name, raw_value in scope.get("headers", ()):
-        name = raw_name.decode("latin-1").lower()
-        value = raw_value.decode("latin-1")
-        headers[name] = f"{headers[name]},{value}" if name in headers else value
-    return headers

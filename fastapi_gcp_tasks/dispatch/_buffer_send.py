@@ -25,6 +25,7 @@ from google.cloud import tasks_v2
 
 from fastapi_gcp_tasks.dispatch._sink import PreparedTask
 from fastapi_gcp_tasks.exception import FastAPIGCPTasksError, SendError, TaskAlreadyExistsError, TaskArgumentError
+from fastapi_gcp_tasks.transport._tasks import batches
 
 __all__ = [
     "BufferFallback",
@@ -38,9 +39,6 @@ __all__ = [
     "send_all",
     "send_all_async",
 ]
-
-BATCH_LIMIT = 100
-"""Tasks per `batch_create_tasks` call, the service's maximum."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,18 +222,10 @@ class _Round:
 
 
 def _groups(tasks: Sequence[PreparedTask], batch_from: int) -> tuple[list[list[PreparedTask]], list[PreparedTask]]:
-    """Split into batches (one sender and queue, at most `BATCH_LIMIT`) and tasks sent one by one."""
-    by_queue: dict[tuple[int, str], list[PreparedTask]] = {}
-    for task in tasks:
-        by_queue.setdefault((id(task.sender), task.queue_path), []).append(task)
-    batches: list[list[PreparedTask]] = []
-    singles: list[PreparedTask] = []
-    for queued in by_queue.values():
-        if len(queued) < batch_from:
-            singles.extend(queued)
-            continue
-        batches.extend(queued[i : i + BATCH_LIMIT] for i in range(0, len(queued), BATCH_LIMIT))
-    return batches, singles
+    """Split into batches (one sender and queue, at most 100) and tasks sent one by one (smaller chunks)."""
+    chunks = batches(tasks, lambda task: (id(task.sender), task.queue_path))
+    singles = [task for chunk in chunks if len(chunk) < batch_from for task in chunk]
+    return [chunk for chunk in chunks if len(chunk) >= batch_from], singles
 
 
 def _unexpected(config: SendConfig, task: PreparedTask, exc: Exception) -> Exception:
@@ -278,8 +268,8 @@ async def send_all_async(tasks: Sequence[PreparedTask], config: SendConfig) -> F
 
     try:
         while state.pending:
-            batches, singles = _groups(state.pending, config.batch_from)
-            calls: list[Awaitable[list[tuple[PreparedTask, Outcome]]]] = [batch(chunk) for chunk in batches]
+            chunks, singles = _groups(state.pending, config.batch_from)
+            calls: list[Awaitable[list[tuple[PreparedTask, Outcome]]]] = [batch(chunk) for chunk in chunks]
             calls.extend(one(task) for task in singles)
             rounds = [await calls[0]] if len(calls) == 1 else await asyncio.gather(*calls)
             wait = state.settle([outcome for results in rounds for outcome in results])

@@ -16,6 +16,13 @@ it on the current loop. The command line equivalent is `fastapi-gcp-tasks emulat
 
 from __future__ import annotations
 
+try:
+    import hpack  # noqa: F401 - the emulator's own dependency, checked before anything imports it
+except ImportError as exc:  # pragma: no cover - exercised in a subprocess by the tests
+    raise ImportError(
+        'the emulator needs the "emulator" extra: pip install "fastapi-gcp-tasks[emulator]"', name=exc.name
+    ) from exc
+
 import asyncio
 import threading
 from collections.abc import Iterable
@@ -26,6 +33,7 @@ from fastapi_gcp_tasks.emulator._clock import ManualClock, SystemClock
 from fastapi_gcp_tasks.emulator._delivery import AsyncASGIDeliverer, HttpDeliverer
 from fastapi_gcp_tasks.emulator._server import EmulatorServer
 from fastapi_gcp_tasks.emulator._types import Clock, DeliveryRecord
+from fastapi_gcp_tasks.transport._clients import ASYNC_SCHEDULER, ASYNC_TASKS, SCHEDULER, TASKS
 
 if TYPE_CHECKING:
     from google.cloud import scheduler_v1, tasks_v2
@@ -195,33 +203,25 @@ class Emulator:
 
     def tasks_client(self) -> tasks_v2.CloudTasksClient:
         """The official sync Cloud Tasks client for this emulator (one per emulator, closed with it)."""
-        from fastapi_gcp_tasks.utils import emulator_client
-
         self._refuse_sync_client_on_own_loop("tasks_client")
         if self._tasks_client is None:
-            self._tasks_client = emulator_client(host=self.address)
+            self._tasks_client = TASKS.connect(self.address)
         return self._tasks_client
 
     def scheduler_client(self) -> scheduler_v1.CloudSchedulerClient:
         """The official sync Cloud Scheduler client for this emulator (one per emulator, closed with it)."""
-        from fastapi_gcp_tasks.utils import scheduler_emulator_client
-
         self._refuse_sync_client_on_own_loop("scheduler_client")
         if self._scheduler_client is None:
-            self._scheduler_client = scheduler_emulator_client(host=self.address)
+            self._scheduler_client = SCHEDULER.connect(self.address)
         return self._scheduler_client
 
     def async_tasks_client(self) -> tasks_v2.CloudTasksAsyncClient:
         """A new official async Cloud Tasks client, bound to the calling event loop."""
-        from fastapi_gcp_tasks.utils import async_emulator_client
-
-        return async_emulator_client(host=self.address)
+        return ASYNC_TASKS.connect(self.address)
 
     def async_scheduler_client(self) -> scheduler_v1.CloudSchedulerAsyncClient:
         """A new official async Cloud Scheduler client, bound to the calling event loop."""
-        from fastapi_gcp_tasks.utils import async_scheduler_emulator_client
-
-        return async_scheduler_emulator_client(host=self.address)
+        return ASYNC_SCHEDULER.connect(self.address)
 
     def _refuse_sync_client_on_own_loop(self, method: str) -> None:
         """Under `async with`, the emulator answers on the caller's loop, which a synchronous call would block."""

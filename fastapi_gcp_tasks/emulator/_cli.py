@@ -10,29 +10,15 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import sys
 from typing import Any
 
+from fastapi_gcp_tasks._cli_options import env_option, env_value
+
 __all__ = ["register"]
 
 _ENV = "FASTAPI_GCP_TASKS_EMULATOR_"
-
-
-def _env(name: str) -> str | None:
-    value = os.environ.get(_ENV + name)
-    return value if value else None
-
-
-def _env_int(name: str, default: int | None) -> int | None:
-    value = _env(name)
-    if value is None:
-        return default
-    try:
-        return int(value)
-    except ValueError:
-        raise SystemExit(f"{_ENV}{name}={value!r} is not an integer") from None
 
 
 def register(subparsers: Any) -> None:
@@ -42,47 +28,49 @@ def register(subparsers: Any) -> None:
         help="run the local Cloud Tasks + Cloud Scheduler emulator",
         description=__doc__.splitlines()[0] if __doc__ else None,
     )
-    parser.add_argument(
-        "--host",
-        default=_env("BIND_HOST") or "127.0.0.1",
-        help=f"address to bind (env {_ENV}BIND_HOST; default 127.0.0.1)",
+    env_option(
+        parser, "--host", env=_ENV + "BIND_HOST", default="127.0.0.1", help="address to bind (default 127.0.0.1)"
     )
-    parser.add_argument(
-        "--port", type=int, default=_env_int("PORT", 8123), help=f"gRPC port (env {_ENV}PORT; default 8123)"
-    )
-    parser.add_argument(
+    env_option(parser, "--port", env=_ENV + "PORT", default=8123, type=int, help="gRPC port (default 8123)")
+    env_option(
+        parser,
         "--http-port",
+        env=_ENV + "HTTP_PORT",
         type=int,
-        default=_env_int("HTTP_PORT", None),
-        help=f"port of the OIDC discovery document and JWKS (env {_ENV}HTTP_PORT; default: gRPC port + 1)",
+        help="port of the OIDC discovery document and JWKS (default: gRPC port + 1)",
     )
-    env_queues = (_env("QUEUES") or "").replace(",", " ").split()
+    env_queues = (env_value(_ENV + "QUEUES") or "").replace(",", " ").split()
     parser.add_argument(
         "--queue",
         action="append",
         dest="queues",
         metavar="PATH",
         default=None,
-        help=f"create this queue (projects/P/locations/L/queues/Q) at start; repeatable (env {_ENV}QUEUES,"
-        " comma-separated)",
+        help=f"create this queue (projects/P/locations/L/queues/Q) at start; repeatable [env: {_ENV}QUEUES,"
+        " comma-separated]",
     )
-    parser.add_argument(
+    env_option(
+        parser,
         "--auto-create-queues",
+        env=_ENV + "AUTO_CREATE_QUEUES",
         action="store_true",
-        default=(_env("AUTO_CREATE_QUEUES") or "").lower() in ("1", "true", "yes"),
-        help=f"create a missing queue on its first task instead of NOT_FOUND (env {_ENV}AUTO_CREATE_QUEUES=1)",
+        help="create a missing queue on its first task instead of NOT_FOUND",
     )
-    parser.add_argument(
+    env_option(
+        parser,
         "--tombstone-seconds",
+        env=_ENV + "TOMBSTONE_SECONDS",
+        default=3600.0,
         type=float,
-        default=float(_env("TOMBSTONE_SECONDS") or 3600),
-        help=f"how long a finished task's name stays taken (env {_ENV}TOMBSTONE_SECONDS; default 3600)",
+        help="how long a finished task's name stays taken (default 3600)",
     )
-    parser.add_argument(
+    env_option(
+        parser,
         "--log-level",
-        default=_env("LOG_LEVEL") or "INFO",
+        env=_ENV + "LOG_LEVEL",
+        default="INFO",
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help=f"log level of the delivery log (env {_ENV}LOG_LEVEL; default INFO)",
+        help="log level of the delivery log (default INFO)",
     )
     parser.set_defaults(func=run, env_queues=env_queues)
 

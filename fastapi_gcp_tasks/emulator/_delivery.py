@@ -29,7 +29,7 @@ from fastapi_gcp_tasks.emulator._types import (
     DeliveryResult,
 )
 
-__all__ = ["AsyncASGIDeliverer", "HttpDeliverer", "RecordingDeliverer", "logger"]
+__all__ = ["AsyncASGIDeliverer", "HttpDeliverer", "RecordingDeliverer", "deliver_on_clock", "logger"]
 
 logger = logging.getLogger("fastapi_gcp_tasks.emulator")
 
@@ -145,22 +145,8 @@ class RecordingDeliverer:
     async def deliver(self, request: DeliveryRequest) -> DeliveryResult:
         """Make the attempt through the wrapped deliverer, then record and log it."""
         when = self.clock.now()
-        if isinstance(self.clock, SystemClock):
-            result = await self.inner.deliver(request)
-        else:
-            result = await self._deliver_on_clock(request, when)
-        record = DeliveryRecord(
-            source=request.source,
-            method=request.method,
-            url=request.url,
-            headers=request.headers,
-            body=request.body,
-            status=result.status,
-            attempt=request.attempt,
-            latency=result.latency,
-            time=when,
-            error=result.error,
-        )
+        result = await deliver_on_clock(self.inner, request, self.clock, when)
+        record = DeliveryRecord.of(request, result, when)
         with self._lock:
             self._records.append(record)
         level = logging.INFO if result.ok else logging.WARNING
@@ -178,29 +164,6 @@ class RecordingDeliverer:
             )
         return result
 
-    async def _deliver_on_clock(self, request: DeliveryRequest, when: dt.datetime) -> DeliveryResult:
-        started = time.perf_counter()
-        attempt = asyncio.ensure_future(self.inner.deliver(request))
-        expired: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-        def expire() -> None:
-            if not expired.done():
-                expired.set_result(None)
-
-        timer = call_at(self.clock, when + dt.timedelta(seconds=request.deadline), expire)
-        try:
-            waiting: set[asyncio.Future[Any]] = {attempt, expired}
-            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            timer.cancel()
-            if not attempt.done():
-                attempt.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await attempt
-        if not attempt.cancelled():
-            return attempt.result()
-        return DeliveryResult.deadline_passed(request, time.perf_counter() - started)
-
     async def aclose(self) -> None:
         """Close the wrapped deliverer."""
         await self.inner.aclose()
@@ -209,3 +172,51 @@ class RecordingDeliverer:
         """Forget every record."""
         with self._lock:
             self._records.clear()
+
+
+async def deliver_on_clock(
+    deliverer: Deliverer, request: DeliveryRequest, clock: Clock, started: dt.datetime | None = None
+) -> DeliveryResult:
+    """Make one attempt within `request.deadline`, measured on `clock` from `started`; never raises.
+
+    The one place the attempt deadline is kept (Cloud Tasks' `dispatch_deadline`, Cloud Scheduler's
+    `attempt_deadline`). On the `SystemClock` the deliverers keep it themselves; on another clock (a
+    `ManualClock` in tests) moving the clock past it times out a hanging worker without waiting. A
+    `RecordingDeliverer` on the same clock keeps it already, and a deliverer that raises becomes a
+    result without a status.
+    """
+    if isinstance(deliverer, RecordingDeliverer) and deliverer.clock is clock:
+        return await deliverer.deliver(request)
+    try:
+        if isinstance(clock, SystemClock):
+            return await deliverer.deliver(request)
+        return await _race_clock(deliverer, request, clock, clock.now() if started is None else started)
+    except Exception as exc:
+        logger.exception("emulator: the deliverer raised for %s", request.source)
+        return DeliveryResult(None, 0.0, error=f"deliverer failed: {type(exc).__name__}: {exc}")
+
+
+async def _race_clock(
+    deliverer: Deliverer, request: DeliveryRequest, clock: Clock, when: dt.datetime
+) -> DeliveryResult:
+    started = time.perf_counter()
+    attempt = asyncio.ensure_future(deliverer.deliver(request))
+    expired: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def expire() -> None:
+        if not expired.done():
+            expired.set_result(None)
+
+    timer = call_at(clock, when + dt.timedelta(seconds=request.deadline), expire)
+    try:
+        waiting: set[asyncio.Future[Any]] = {attempt, expired}
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        timer.cancel()
+        if not attempt.done():
+            attempt.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await attempt
+    if not attempt.cancelled():
+        return attempt.result()
+    return DeliveryResult.deadline_passed(request, time.perf_counter() - started)

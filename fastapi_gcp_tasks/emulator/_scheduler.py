@@ -15,10 +15,13 @@ Execution model, as Cloud Scheduler documents it:
   `retry_count` retries were made and, when `max_retry_duration` is set, that much time has passed
   since the first attempt ("until both limits are reached"), but never at or after the next scheduled
   start time. Backoff starts at `min_backoff_duration`, doubles `max_doublings` times, then grows
-  linearly by the last doubled value, capped at `max_backoff_duration`.
+  linearly by the last doubled value, capped at `max_backoff_duration` (`_rpc.backoff`, shared with
+  Cloud Tasks).
 - Each attempt may take at most `attempt_deadline`, measured on the emulator's clock, so a test with a
-  manual clock can time an attempt out without waiting. Attempts run concurrently: a slow job never
-  holds up another.
+  manual clock can time an attempt out without waiting (`_delivery.deliver_on_clock`). Attempts run
+  concurrently: a slow job never holds up another.
+
+The RPC plumbing, the HTTP-target rules and the threading model are those of `_rpc.py`.
 """
 
 from __future__ import annotations
@@ -28,61 +31,63 @@ import base64
 import binascii
 import contextlib
 import datetime as dt
-import logging
 import re
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import grpc
 from google.cloud import scheduler_v1
 from google.protobuf import empty_pb2, field_mask_pb2, timestamp_pb2
-from google.protobuf.message import DecodeError
 
-from fastapi_gcp_tasks.emulator._types import Clock, Deliverer, DeliveryRequest, DeliveryResult
+from fastapi_gcp_tasks._limits import (
+    BODY_METHODS,
+    ID_PATTERN,
+    MIN_DISPATCH_DEADLINE,
+    SCHEDULER_APP_ENGINE_MAX_ATTEMPT_DEADLINE,
+    SCHEDULER_DEFAULT_ATTEMPT_DEADLINE,
+    SCHEDULER_LIST_PAGE_SIZE,
+    SCHEDULER_MAX_BACKOFF,
+    SCHEDULER_MAX_DESCRIPTION,
+    SCHEDULER_MAX_DOUBLINGS,
+    SCHEDULER_MAX_JOB_BYTES,
+    SCHEDULER_MAX_RETRY_COUNT,
+    SCHEDULER_MIN_BACKOFF,
+)
+from fastapi_gcp_tasks.build._cron import CronSchedule, parse_time_zone
+from fastapi_gcp_tasks.emulator._delivery import deliver_on_clock, logger
+from fastapi_gcp_tasks.emulator._rpc import (
+    METHODS,
+    POST,
+    RpcError,
+    attempt_status,
+    backoff,
+    check_deadline,
+    check_duration,
+    check_http_target,
+    invalid,
+    seconds,
+    unary_handler,
+)
+from fastapi_gcp_tasks.emulator._types import Clock, Deliverer, DeliveryRecord, DeliveryRequest
 from fastapi_gcp_tasks.exception import TaskLimitError
-from fastapi_gcp_tasks.schedules._cron import CronSchedule, parse_time_zone
 
 __all__ = ["SERVICE_NAME", "JobDelivery", "SchedulerService"]
 
 SERVICE_NAME = "google.cloud.scheduler.v1.CloudScheduler"
 
-logger = logging.getLogger("fastapi_gcp_tasks.emulator")
-
 _Job = scheduler_v1.Job.pb()
 _ENABLED = int(scheduler_v1.Job.State.ENABLED)
 _PAUSED = int(scheduler_v1.Job.State.PAUSED)
-_METHODS: dict[int, str] = {
-    value.number: value.name
-    for value in scheduler_v1.HttpTarget.pb().DESCRIPTOR.fields_by_name["http_method"].enum_type.values
-    if value.number
-}
-_POST = int(scheduler_v1.HttpMethod.POST)
-_BODY_METHODS = {"POST", "PUT", "PATCH"}
 
 _PARENT = re.compile(r"projects/[A-Za-z0-9:.\-]{1,100}/locations/[A-Za-z0-9\-]{1,63}")
-_JOB_NAME = re.compile(rf"(?P<parent>{_PARENT.pattern})/jobs/(?P<id>[A-Za-z0-9_\-]{{1,500}})")
+_JOB_NAME = re.compile(rf"(?P<parent>{_PARENT.pattern})/jobs/(?P<id>{ID_PATTERN.pattern})")
 _TOPIC = re.compile(r"projects/[A-Za-z0-9:.\-]{1,100}/topics/[A-Za-z][A-Za-z0-9\-_.~+%]{2,254}")
-_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_HEADER_VALUE = re.compile(r"[\t\x20-\x7e\x80-\U0010ffff]*")
 _REPLACED_HEADERS = ("host", "content-length", "user-agent", "x-google-", "x-appengine-", "x-cloudscheduler")
 
-_MAX_JOB_BYTES = 1024 * 1024
-_MAX_HEADER_BYTES = 80 * 1024
-_MAX_URL = 2083
-_MAX_PAGE = 500
-_MAX_DESCRIPTION = 500
-_MAX_DURATION_SECONDS = 315_576_000_000
-_DEFAULT_DEADLINE = 180
-_HTTP_DEADLINE = (15, 30 * 60)
-_APP_ENGINE_DEADLINE = (15, 24 * 3600 + 15)
-_MAX_RETRY_COUNT = 5
-_MAX_DOUBLINGS = 16
-_MAX_BACKOFF_SECONDS = 3600
-_DEFAULT_MIN_BACKOFF = 5
-_DEFAULT_DOUBLINGS = 5
+_MAX_DOUBLINGS_ACCEPTED = 16
+"""The emulator's bound on `retry_config.max_doublings` (Google documents the default, 5, but no maximum)."""
 
 _UPDATABLE = frozenset(
     {
@@ -100,38 +105,27 @@ _TARGETS = ("http_target", "pubsub_target", "app_engine_http_target")
 _IDLE_WAIT = dt.timedelta(hours=1)
 
 
-class _RpcError(Exception):
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-def _invalid(message: str) -> _RpcError:
-    return _RpcError(grpc.StatusCode.INVALID_ARGUMENT, message)
-
-
 @dataclass(frozen=True, slots=True)
-class JobDelivery:
-    """One HTTP attempt the scheduler made, for tests and the inspection API."""
+class JobDelivery(DeliveryRecord):
+    """One HTTP attempt the scheduler made: the emulator's delivery record, plus what the execution was.
 
-    job: str
-    """The full job name."""
-    schedule_time: dt.datetime
+    `attempt` is 1 for the first attempt of an execution, 2 for its first retry, ...
+    """
+
+    schedule_time: dt.datetime | None = None
     """The start time the execution was scheduled for (sent as `X-CloudScheduler-ScheduleTime`)."""
-    attempt: int
-    """1 for the first attempt of an execution, 2 for its first retry, ..."""
-    started: dt.datetime
-    method: str
-    url: str
-    headers: Mapping[str, str]
-    body: bytes
-    status: int | None
-    """The HTTP status, or None when no response arrived before the deadline."""
-    latency: float
-    error: str | None = None
     forced: bool = False
     """The execution was started by `RunJob` rather than by the schedule."""
+
+    @property
+    def job(self) -> str:
+        """The full job name (the record's `source`)."""
+        return self.source
+
+    @property
+    def started(self) -> dt.datetime:
+        """When the attempt started, on the emulator's clock (the record's `time`)."""
+        return self.time
 
 
 @dataclass(eq=False, slots=True)
@@ -153,33 +147,6 @@ class _Execution:
     first_attempt: dt.datetime | None = None
 
 
-@dataclass(slots=True)
-class _Retry:
-    count: int
-    max_duration: float
-    min_backoff: float
-    max_backoff: float
-    doublings: int
-
-    def backoff(self, retries_done: int) -> float:
-        if retries_done <= self.doublings:
-            delay = self.min_backoff * 2.0**retries_done
-        else:
-            delay = self.min_backoff * 2.0**self.doublings * (retries_done - self.doublings + 1)
-        return min(delay, self.max_backoff)
-
-
-def _seconds(duration: Any) -> float:
-    return float(duration.seconds + duration.nanos / 1e9)
-
-
-def _check_duration(duration: Any, name: str) -> float:
-    seconds, nanos = duration.seconds, duration.nanos
-    if not (0 <= seconds <= _MAX_DURATION_SECONDS and 0 <= nanos < 1_000_000_000):
-        raise _invalid(f"{name} must be a non-negative duration, got {seconds}s {nanos}ns")
-    return float(seconds + nanos / 1e9)
-
-
 def _timestamp(value: dt.datetime) -> Any:
     stamp = timestamp_pb2.Timestamp()
     stamp.FromDatetime(value)
@@ -194,114 +161,62 @@ def _rfc3339(value: dt.datetime) -> str:
     return text + "Z"
 
 
-def _grpc_code(result: DeliveryResult) -> tuple[int, str]:
-    """The google.rpc code Cloud Scheduler records in `Job.status` for an attempt."""
-    if result.ok:
-        return 0, ""
-    if result.status is None:
-        if result.timed_out:
-            return grpc.StatusCode.DEADLINE_EXCEEDED.value[0], "attempt deadline exceeded"
-        return grpc.StatusCode.UNAVAILABLE.value[0], result.error or "no response"
-    codes = {
-        400: grpc.StatusCode.INVALID_ARGUMENT,
-        401: grpc.StatusCode.UNAUTHENTICATED,
-        403: grpc.StatusCode.PERMISSION_DENIED,
-        404: grpc.StatusCode.NOT_FOUND,
-        409: grpc.StatusCode.ABORTED,
-        412: grpc.StatusCode.FAILED_PRECONDITION,
-        429: grpc.StatusCode.RESOURCE_EXHAUSTED,
-        499: grpc.StatusCode.CANCELLED,
-        501: grpc.StatusCode.UNIMPLEMENTED,
-        503: grpc.StatusCode.UNAVAILABLE,
-        504: grpc.StatusCode.DEADLINE_EXCEEDED,
-    }
-    code = codes.get(result.status)
-    if code is None:
-        code = grpc.StatusCode.INTERNAL if result.status >= 500 else grpc.StatusCode.UNKNOWN
-    return code.value[0], f"HTTP {result.status}"
-
-
-def _validate_http_target(target: Any, deadline: float | None) -> None:
-    uri = target.uri
-    if not uri:
-        raise _invalid("http_target.uri is required")
-    if len(uri) > _MAX_URL:
-        raise _invalid(f"http_target.uri is longer than {_MAX_URL} characters")
-    if not uri.startswith(("http://", "https://")) or any(c.isspace() or ord(c) < 0x20 for c in uri):
-        raise _invalid(f"http_target.uri={uri!r} must be an http:// or https:// URL")
-    try:
-        parts = urlsplit(uri)
-        _ = parts.port
-    except ValueError as exc:
-        raise _invalid(f"http_target.uri={uri!r} is not a valid URL: {exc}") from None
-    if not parts.hostname:
-        raise _invalid(f"http_target.uri={uri!r} has no host")
-    method = target.http_method or _POST
-    if method not in _METHODS:
-        raise _invalid(f"http_target.http_method={target.http_method} is not an HTTP method")
-    if target.body and _METHODS[method] not in _BODY_METHODS:
-        raise _invalid(f"http_target.body is only allowed with POST, PUT or PATCH, not {_METHODS[method]}")
-    size = 0
-    for name, value in target.headers.items():
-        if _HEADER_NAME.fullmatch(name) is None:
-            raise _invalid(f"http_target.headers: {name!r} is not a valid header name")
-        if _HEADER_VALUE.fullmatch(value) is None:
-            raise _invalid(f"http_target.headers[{name!r}] contains control characters")
-        size += len(name.encode()) + len(value.encode())
-    if size >= _MAX_HEADER_BYTES:
-        raise _invalid(f"http_target.headers total {size} bytes; the limit is 80 KB")
-    auth = target.WhichOneof("authorization_header")
-    if auth is not None and "@" not in getattr(target, auth).service_account_email:
-        raise _invalid(f"http_target.{auth}.service_account_email must be a service account email")
-    if deadline is not None and not _HTTP_DEADLINE[0] <= deadline <= _HTTP_DEADLINE[1]:
-        raise _invalid(f"attempt_deadline must be between 15 seconds and 30 minutes for HTTP targets, got {deadline}s")
+def _validate_http_target(target: Any, deadline: Any | None) -> None:
+    check_http_target(target, "http_target", "uri")
+    if deadline is not None:
+        check_deadline(deadline, "attempt_deadline")
 
 
 def _validate(job: Any) -> tuple[CronSchedule, dt.tzinfo]:
     """Check a normalised job as the real service would; INVALID_ARGUMENT with the reason."""
-    if len(job.description) > _MAX_DESCRIPTION:
-        raise _invalid(f"description is longer than {_MAX_DESCRIPTION} characters")
+    if len(job.description) > SCHEDULER_MAX_DESCRIPTION:
+        raise invalid(f"description is longer than {SCHEDULER_MAX_DESCRIPTION} characters")
     if not job.schedule:
-        raise _invalid("schedule is required")
+        raise invalid("schedule is required")
     try:
         cron = CronSchedule.parse(job.schedule)
         tz = parse_time_zone(job.time_zone)
     except TaskLimitError as exc:
-        raise _invalid(str(exc)) from None
+        raise invalid(str(exc)) from None
     kind = job.WhichOneof("target")
     if kind is None:
-        raise _invalid("a job needs a target: http_target, pubsub_target or app_engine_http_target")
-    deadline = _check_duration(job.attempt_deadline, "attempt_deadline") if job.HasField("attempt_deadline") else None
+        raise invalid("a job needs a target: http_target, pubsub_target or app_engine_http_target")
+    deadline = job.attempt_deadline if job.HasField("attempt_deadline") else None
     if kind == "http_target":
         _validate_http_target(job.http_target, deadline)
     elif kind == "pubsub_target":
         if _TOPIC.fullmatch(job.pubsub_target.topic_name) is None:
-            raise _invalid(
+            raise invalid(
                 f"pubsub_target.topic_name={job.pubsub_target.topic_name!r} is not projects/PROJECT_ID/topics/TOPIC_ID"
             )
     else:
         target = job.app_engine_http_target
         if target.relative_uri and not target.relative_uri.startswith("/"):
-            raise _invalid("app_engine_http_target.relative_uri must start with '/'")
-        if target.http_method and target.http_method not in _METHODS:
-            raise _invalid(f"app_engine_http_target.http_method={target.http_method} is not an HTTP method")
-        if deadline and not _APP_ENGINE_DEADLINE[0] <= deadline <= _APP_ENGINE_DEADLINE[1]:
-            raise _invalid("attempt_deadline must be 0 or between 15 seconds and 24 hours 15 seconds for App Engine")
+            raise invalid("app_engine_http_target.relative_uri must start with '/'")
+        if target.http_method and target.http_method not in METHODS:
+            raise invalid(f"app_engine_http_target.http_method={target.http_method} is not an HTTP method")
+        seconds_ = check_duration(deadline, "attempt_deadline") if deadline is not None else 0.0
+        if seconds_ and not MIN_DISPATCH_DEADLINE <= seconds_ <= SCHEDULER_APP_ENGINE_MAX_ATTEMPT_DEADLINE:
+            raise invalid("attempt_deadline must be 0 or between 15 seconds and 24 hours 15 seconds for App Engine")
     retry = job.retry_config
-    if not 0 <= retry.retry_count <= _MAX_RETRY_COUNT:
-        raise _invalid(f"retry_config.retry_count must be between 0 and {_MAX_RETRY_COUNT}, got {retry.retry_count}")
-    if not 0 <= retry.max_doublings <= _MAX_DOUBLINGS:
-        raise _invalid(f"retry_config.max_doublings must be between 0 and {_MAX_DOUBLINGS}, got {retry.max_doublings}")
-    _check_duration(retry.max_retry_duration, "retry_config.max_retry_duration")
-    low = _check_duration(retry.min_backoff_duration, "retry_config.min_backoff_duration")
-    high = _check_duration(retry.max_backoff_duration, "retry_config.max_backoff_duration")
+    if not 0 <= retry.retry_count <= SCHEDULER_MAX_RETRY_COUNT:
+        raise invalid(
+            f"retry_config.retry_count must be between 0 and {SCHEDULER_MAX_RETRY_COUNT}, got {retry.retry_count}"
+        )
+    if not 0 <= retry.max_doublings <= _MAX_DOUBLINGS_ACCEPTED:
+        raise invalid(
+            f"retry_config.max_doublings must be between 0 and {_MAX_DOUBLINGS_ACCEPTED}, got {retry.max_doublings}"
+        )
+    check_duration(retry.max_retry_duration, "retry_config.max_retry_duration")
+    low = check_duration(retry.min_backoff_duration, "retry_config.min_backoff_duration")
+    high = check_duration(retry.max_backoff_duration, "retry_config.max_backoff_duration")
     for name, value in (("min_backoff_duration", low), ("max_backoff_duration", high)):
-        if value > _MAX_BACKOFF_SECONDS:
-            raise _invalid(f"retry_config.{name} must be at most 1 hour, got {value}s")
+        if value > SCHEDULER_MAX_BACKOFF:
+            raise invalid(f"retry_config.{name} must be at most 1 hour, got {value}s")
     if low > high:
-        raise _invalid("retry_config.min_backoff_duration must not exceed max_backoff_duration")
-    if job.ByteSize() > _MAX_JOB_BYTES:
-        raise _invalid("a job may be at most 1 MB")
+        raise invalid("retry_config.min_backoff_duration must not exceed max_backoff_duration")
+    if job.ByteSize() > SCHEDULER_MAX_JOB_BYTES:
+        raise invalid("a job may be at most 1 MB")
     return cron, tz
 
 
@@ -309,20 +224,20 @@ def _normalise(job: Any) -> None:
     """Fill the defaults the service shows on a stored job."""
     kind = job.WhichOneof("target")
     if kind == "http_target" and not job.http_target.http_method:
-        job.http_target.http_method = _POST
+        job.http_target.http_method = POST
     if kind == "app_engine_http_target" and not job.app_engine_http_target.http_method:
-        job.app_engine_http_target.http_method = _POST
+        job.app_engine_http_target.http_method = POST
     if kind == "http_target" and not job.HasField("attempt_deadline"):
-        job.attempt_deadline.seconds = _DEFAULT_DEADLINE
+        job.attempt_deadline.seconds = int(SCHEDULER_DEFAULT_ATTEMPT_DEADLINE)
     retry = job.retry_config
     if not retry.HasField("min_backoff_duration"):
-        retry.min_backoff_duration.seconds = _DEFAULT_MIN_BACKOFF
+        retry.min_backoff_duration.seconds = int(SCHEDULER_MIN_BACKOFF)
     if not retry.HasField("max_backoff_duration"):
-        retry.max_backoff_duration.seconds = _MAX_BACKOFF_SECONDS
+        retry.max_backoff_duration.seconds = int(SCHEDULER_MAX_BACKOFF)
     if not retry.HasField("max_retry_duration"):
         retry.max_retry_duration.SetInParent()
     if not retry.max_doublings:
-        retry.max_doublings = _DEFAULT_DOUBLINGS
+        retry.max_doublings = SCHEDULER_MAX_DOUBLINGS
 
 
 def _clear_output(job: Any) -> None:
@@ -333,7 +248,7 @@ def _clear_output(job: Any) -> None:
 def _parse_job_name(name: str) -> re.Match[str]:
     match = _JOB_NAME.fullmatch(name)
     if match is None:
-        raise _invalid(
+        raise invalid(
             f"job name {name!r} is not projects/PROJECT_ID/locations/LOCATION_ID/jobs/JOB_ID "
             "(JOB_ID: 1 to 500 characters from [A-Za-z0-9_-])"
         )
@@ -342,7 +257,7 @@ def _parse_job_name(name: str) -> re.Match[str]:
 
 def _check_parent(parent: str) -> None:
     if _PARENT.fullmatch(parent) is None:
-        raise _invalid(f"parent {parent!r} is not projects/PROJECT_ID/locations/LOCATION_ID")
+        raise invalid(f"parent {parent!r} is not projects/PROJECT_ID/locations/LOCATION_ID")
 
 
 class SchedulerService:
@@ -427,14 +342,14 @@ class SchedulerService:
     def rpc_handlers(self) -> list[grpc.GenericRpcHandler]:
         """The `google.cloud.scheduler.v1.CloudScheduler` service, for `server.add_generic_rpc_handlers`."""
         handlers = {
-            "CreateJob": _unary(self._create_job, scheduler_v1.CreateJobRequest),
-            "GetJob": _unary(self._get_job, scheduler_v1.GetJobRequest),
-            "ListJobs": _unary(self._list_jobs, scheduler_v1.ListJobsRequest),
-            "UpdateJob": _unary(self._update_job, scheduler_v1.UpdateJobRequest),
-            "DeleteJob": _unary(self._delete_job, scheduler_v1.DeleteJobRequest),
-            "PauseJob": _unary(self._pause_job, scheduler_v1.PauseJobRequest),
-            "ResumeJob": _unary(self._resume_job, scheduler_v1.ResumeJobRequest),
-            "RunJob": _unary(self._run_job, scheduler_v1.RunJobRequest),
+            "CreateJob": unary_handler(self._create_job, scheduler_v1.CreateJobRequest),
+            "GetJob": unary_handler(self._get_job, scheduler_v1.GetJobRequest),
+            "ListJobs": unary_handler(self._list_jobs, scheduler_v1.ListJobsRequest),
+            "UpdateJob": unary_handler(self._update_job, scheduler_v1.UpdateJobRequest),
+            "DeleteJob": unary_handler(self._delete_job, scheduler_v1.DeleteJobRequest),
+            "PauseJob": unary_handler(self._pause_job, scheduler_v1.PauseJobRequest),
+            "ResumeJob": unary_handler(self._resume_job, scheduler_v1.ResumeJobRequest),
+            "RunJob": unary_handler(self._run_job, scheduler_v1.RunJobRequest),
         }
         return [grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)]
 
@@ -446,13 +361,13 @@ class SchedulerService:
         if job.name:
             match = _parse_job_name(job.name)
             if match["parent"] != request.parent:
-                raise _invalid(f"job name {job.name!r} is not in parent {request.parent!r}")
+                raise invalid(f"job name {job.name!r} is not in parent {request.parent!r}")
         else:
             job.name = f"{request.parent}/jobs/{secrets.token_hex(10)}"
         _normalise(job)
         cron, tz = _validate(job)
         if job.name in self._jobs:
-            raise _RpcError(grpc.StatusCode.ALREADY_EXISTS, f"job {job.name} already exists")
+            raise RpcError(grpc.StatusCode.ALREADY_EXISTS, f"job {job.name} already exists")
         now = self._clock.now()
         job.state = _ENABLED
         job.user_update_time.CopyFrom(_timestamp(now))
@@ -467,16 +382,16 @@ class SchedulerService:
     def _list_jobs(self, request: Any) -> Any:
         _check_parent(request.parent)
         if request.page_size < 0:
-            raise _invalid(f"page_size must not be negative, got {request.page_size}")
-        size = min(request.page_size or _MAX_PAGE, _MAX_PAGE)
+            raise invalid(f"page_size must not be negative, got {request.page_size}")
+        size = min(request.page_size or SCHEDULER_LIST_PAGE_SIZE, SCHEDULER_LIST_PAGE_SIZE)
         after = ""
         if request.page_token:
             try:
                 parent, _, after = base64.urlsafe_b64decode(request.page_token.encode()).decode().partition("\n")
             except (binascii.Error, UnicodeError, ValueError):
-                raise _invalid("page_token is not a token returned by ListJobs") from None
+                raise invalid("page_token is not a token returned by ListJobs") from None
             if parent != request.parent:
-                raise _invalid("page_token was returned for another parent")
+                raise invalid("page_token was returned for another parent")
         prefix = request.parent + "/jobs/"
         names = sorted(name for name in self._jobs if name.startswith(prefix) and name > after)
         response = scheduler_v1.ListJobsResponse.pb()()
@@ -495,16 +410,16 @@ class SchedulerService:
             paths = sorted(_UPDATABLE)
         for path in paths:
             if path.split(".", 1)[0] not in _UPDATABLE:
-                raise _invalid(f"update_mask path {path!r} is not an updatable field of Job")
+                raise invalid(f"update_mask path {path!r} is not an updatable field of Job")
         mask = field_mask_pb2.FieldMask(paths=paths)
         if not mask.IsValidForDescriptor(_Job.DESCRIPTOR):
-            raise _invalid(f"update_mask {paths!r} names fields that Job does not have")
+            raise invalid(f"update_mask {paths!r} names fields that Job does not have")
         job = _Job()
         job.CopyFrom(stored.pb)
         try:
             mask.MergeMessage(request.job, job, replace_message_field=True, replace_repeated_field=True)
         except ValueError as exc:
-            raise _invalid(f"update_mask {paths!r} cannot be applied: {exc}") from None
+            raise invalid(f"update_mask {paths!r} cannot be applied: {exc}") from None
         _normalise(job)
         cron, tz = _validate(job)
         job.user_update_time.CopyFrom(_timestamp(self._clock.now()))
@@ -524,7 +439,7 @@ class SchedulerService:
         stored = self._find(request.name)
         if stored.pb.state != _ENABLED:
             state = scheduler_v1.Job.State(stored.pb.state).name
-            raise _RpcError(grpc.StatusCode.FAILED_PRECONDITION, f"job {stored.pb.name} is {state}, not ENABLED")
+            raise RpcError(grpc.StatusCode.FAILED_PRECONDITION, f"job {stored.pb.name} is {state}, not ENABLED")
         stored.pb.state = _PAUSED
         stored.pb.user_update_time.CopyFrom(_timestamp(self._clock.now()))
         stored.next_run = None
@@ -535,7 +450,7 @@ class SchedulerService:
         stored = self._find(request.name)
         if stored.pb.state != _PAUSED:
             state = scheduler_v1.Job.State(stored.pb.state).name
-            raise _RpcError(grpc.StatusCode.FAILED_PRECONDITION, f"job {stored.pb.name} is {state}, not PAUSED")
+            raise RpcError(grpc.StatusCode.FAILED_PRECONDITION, f"job {stored.pb.name} is {state}, not PAUSED")
         now = self._clock.now()
         stored.pb.state = _ENABLED
         stored.pb.user_update_time.CopyFrom(_timestamp(now))
@@ -555,7 +470,7 @@ class SchedulerService:
         _parse_job_name(name)
         stored = self._jobs.get(name)
         if stored is None:
-            raise _RpcError(grpc.StatusCode.NOT_FOUND, f"job {name} not found")
+            raise RpcError(grpc.StatusCode.NOT_FOUND, f"job {name} not found")
         return stored
 
     def _view(self, stored: _StoredJob) -> Any:
@@ -616,7 +531,7 @@ class SchedulerService:
         while True:
             try:
                 self._start_due()
-            except Exception:
+            except Exception:  # noqa: BLE001 - logged; the firing loop lives on
                 logger.exception("cloud scheduler emulator: firing jobs failed")
             wakeup = self._next_wakeup()
             now = self._clock.now()
@@ -632,7 +547,7 @@ class SchedulerService:
         headers: dict[str, str] = {
             name: value for name, value in target.headers.items() if not name.lower().startswith(_REPLACED_HEADERS)
         }
-        method = _METHODS[target.http_method or _POST]
+        method = METHODS[target.http_method or POST]
         if target.body and not any(name.lower() == "content-type" for name in headers):
             headers["Content-Type"] = "application/octet-stream"
         headers["User-Agent"] = "Google-Cloud-Scheduler"
@@ -649,8 +564,8 @@ class SchedulerService:
             method=method,
             url=target.uri,
             headers=headers,
-            body=target.body if method in _BODY_METHODS else b"",
-            deadline=_seconds(job.attempt_deadline) or _DEFAULT_DEADLINE,
+            body=target.body if method in BODY_METHODS else b"",
+            deadline=seconds(job.attempt_deadline) or SCHEDULER_DEFAULT_ATTEMPT_DEADLINE,
             source=job.name,
             attempt=execution.attempts,
         )
@@ -662,26 +577,13 @@ class SchedulerService:
         started = self._clock.now()
         execution.first_attempt = execution.first_attempt or started
         stored.pb.last_attempt_time.CopyFrom(_timestamp(started))
-        result = await self._deliver(request, started)
-        code, message = _grpc_code(result)
+        result = await deliver_on_clock(self._deliverer, request, self._clock, started)
+        code, message = attempt_status(result, http_message="HTTP {status}", ok_message="")
         stored.pb.status.Clear()
         stored.pb.status.code = code
         stored.pb.status.message = message
         self.deliveries.append(
-            JobDelivery(
-                job=request.source,
-                schedule_time=execution.schedule_time,
-                attempt=execution.attempts,
-                started=started,
-                method=request.method,
-                url=request.url,
-                headers=request.headers,
-                body=request.body,
-                status=result.status,
-                latency=result.latency,
-                error=result.error,
-                forced=execution.forced,
-            )
+            JobDelivery.of(request, result, started, schedule_time=execution.schedule_time, forced=execution.forced)
         )
         retry_at = None if result.ok else self._retry_time(execution)
         if retry_at is None:
@@ -692,50 +594,26 @@ class SchedulerService:
             self._waiting.add(execution)
         self._clock.wake()
 
-    async def _deliver(self, request: DeliveryRequest, started: dt.datetime) -> DeliveryResult:
-        deliver: asyncio.Task[DeliveryResult] = asyncio.ensure_future(self._deliverer.deliver(request))
-        deadline = asyncio.ensure_future(self._sleep_until(started + dt.timedelta(seconds=request.deadline)))
-        try:
-            await asyncio.wait({deliver, deadline}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            deadline.cancel()
-            if not deliver.done():
-                deliver.cancel()
-        if not deliver.done() or deliver.cancelled():
-            with contextlib.suppress(asyncio.CancelledError):
-                await deliver
-            return DeliveryResult(
-                status=None, latency=request.deadline, error="attempt deadline exceeded", timed_out=True
-            )
-        try:
-            return deliver.result()
-        except Exception as exc:
-            logger.exception("cloud scheduler emulator: the deliverer raised for %s", request.source)
-            return DeliveryResult(status=None, latency=0.0, error=f"deliverer failed: {exc!r}")
-
     def _retry_time(self, execution: _Execution) -> dt.datetime | None:
         stored = execution.job
         if self._jobs.get(stored.pb.name) is not stored or stored.pb.state != _ENABLED:
             return None
         if stored.busy is not execution and not execution.forced:
             return None
-        config = stored.pb.retry_config
-        retry = _Retry(
-            count=config.retry_count,
-            max_duration=_seconds(config.max_retry_duration),
-            min_backoff=_seconds(config.min_backoff_duration),
-            max_backoff=_seconds(config.max_backoff_duration),
-            doublings=config.max_doublings,
-        )
-        if retry.count == 0:
+        retry = stored.pb.retry_config
+        if retry.retry_count == 0:
             return None
         now = self._clock.now()
         retries_done = execution.attempts - 1
         assert execution.first_attempt is not None
         elapsed = (now - execution.first_attempt).total_seconds()
-        if retries_done >= retry.count and (retry.max_duration == 0 or elapsed >= retry.max_duration):
+        max_duration = seconds(retry.max_retry_duration)
+        if retries_done >= retry.retry_count and (max_duration == 0 or elapsed >= max_duration):
             return None
-        when = now + dt.timedelta(seconds=retry.backoff(retries_done))
+        delay = backoff(
+            seconds(retry.min_backoff_duration), seconds(retry.max_backoff_duration), retry.max_doublings, retries_done
+        )
+        when = now + dt.timedelta(seconds=delay)
         if stored.next_run is not None and when >= stored.next_run:
             return None
         return when
@@ -745,30 +623,3 @@ def _populated(job: Any, name: str) -> bool:
     if name in _TARGETS or name in ("retry_config", "attempt_deadline"):
         return bool(job.HasField(name))
     return bool(getattr(job, name))
-
-
-_MALFORMED = object()
-
-
-def _unary(method: Callable[[Any], Any], request_type: Any) -> grpc.RpcMethodHandler:
-    message_class = request_type.pb()
-
-    def deserialize(data: bytes) -> Any:
-        try:
-            return message_class.FromString(data)
-        except (DecodeError, RecursionError, ValueError):
-            return _MALFORMED
-
-    async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        if request is _MALFORMED:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed {message_class.DESCRIPTOR.name}")
-        try:
-            return method(request)
-        except _RpcError as exc:
-            await context.abort(exc.code, exc.message)
-
-    return grpc.unary_unary_rpc_method_handler(
-        handle,
-        request_deserializer=deserialize,
-        response_serializer=lambda message: message.SerializeToString(),
-    )

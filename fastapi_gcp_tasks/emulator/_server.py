@@ -18,7 +18,7 @@ from fastapi_gcp_tasks.emulator._clock import SystemClock
 from fastapi_gcp_tasks.emulator._delivery import AsyncASGIDeliverer, HttpDeliverer, RecordingDeliverer, logger
 from fastapi_gcp_tasks.emulator._grpc_server import GrpcServer
 from fastapi_gcp_tasks.emulator._oidc import OIDCServer, TokenSigner
-from fastapi_gcp_tasks.emulator._tasks import TasksService
+from fastapi_gcp_tasks.emulator._tasks_service import TasksService
 from fastapi_gcp_tasks.emulator._types import Clock, Deliverer
 
 __all__ = ["EmulatorServer", "is_loopback"]

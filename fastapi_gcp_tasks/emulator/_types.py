@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol, Self
 
 
 class Clock(Protocol):
@@ -84,6 +84,23 @@ class DeliveryRecord:
     time: dt.datetime
     """When the attempt started, on the emulator's clock."""
     error: str | None = None
+
+    @classmethod
+    def of(cls, request: DeliveryRequest, result: DeliveryResult, when: dt.datetime, **extra: Any) -> Self:
+        """The record of `request`, started at `when`, that ended with `result` (`extra`: a subclass's fields)."""
+        return cls(
+            source=request.source,
+            method=request.method,
+            url=request.url,
+            headers=request.headers,
+            body=request.body,
+            status=result.status,
+            attempt=request.attempt,
+            latency=result.latency,
+            time=when,
+            error=result.error,
+            **extra,
+        )
 
     @property
     def ok(self) -> bool:

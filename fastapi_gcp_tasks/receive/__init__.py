@@ -18,6 +18,7 @@ from fastapi_gcp_tasks.receive._oidc import (
 )
 from fastapi_gcp_tasks.receive._poison import PoisonPolicy, poison_route_class
 from fastapi_gcp_tasks.receive._retries import max_retries
+from fastapi_gcp_tasks.receive._tracing import TraceContextMiddleware
 
 __all__ = [
     "GOOGLE_ISSUERS",
@@ -33,6 +34,7 @@ __all__ = [
     "OIDCVerifier",
     "PoisonPolicy",
     "PrivateEndpoint",
+    "TraceContextMiddleware",
     "WorkerRoute",
     "log_dead_letter",
     "max_retries",

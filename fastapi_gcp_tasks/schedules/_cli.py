@@ -16,24 +16,18 @@ import os
 import sys
 from typing import Any
 
+from fastapi_gcp_tasks._cli_options import env_option
+from fastapi_gcp_tasks.transport._clients import EMULATOR_HOST_ENV
+
 __all__ = ["register"]
 
 _ENV = "FASTAPI_GCP_TASKS_SCHEDULES_"
-_EMULATOR_ENV = "FASTAPI_GCP_TASKS_EMULATOR_HOST"
 PENDING = 1
 ERROR = 2
 
 
 class _CommandError(Exception):
     """A failure to report on one line and exit with status 2."""
-
-
-def _env(name: str) -> str | None:
-    return os.environ.get(_ENV + name) or None
-
-
-def _env_flag(name: str) -> bool:
-    return (_env(name) or "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def register(subparsers: Any) -> None:
@@ -48,53 +42,60 @@ def register(subparsers: Any) -> None:
     commands = parser.add_subparsers(dest="schedules_command", metavar="COMMAND")
 
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
+    env_option(
+        common,
         "app",
+        env=_ENV + "APP",
         metavar="APP",
-        nargs=None if _env("APP") is None else "?",
-        default=_env("APP"),
-        help=f"module:attribute of the Schedules registry or of an app holding it in state.schedules (env {_ENV}APP)",
+        help="module:attribute of the Schedules registry or of an app holding it in state.schedules",
     )
-    common.add_argument(
+    env_option(
+        common,
         "--app-dir",
-        default=_env("APP_DIR") or ".",
-        help=f"directory put first on sys.path to import APP (env {_ENV}APP_DIR; default: the current one)",
+        env=_ENV + "APP_DIR",
+        default=".",
+        help="directory put first on sys.path to import APP (default: the current one)",
     )
-    common.add_argument(
+    env_option(
+        common,
         "--emulator-host",
-        default=os.environ.get(_EMULATOR_ENV) or None,
-        help=f"host:port of the emulator, for registries using the default client (env {_EMULATOR_ENV})",
+        env=EMULATOR_HOST_ENV,
+        help="host:port of the emulator, for registries using the default client",
     )
 
     plan = commands.add_parser("plan", parents=[common], help="show what a sync would create, update and delete")
-    plan.add_argument(
+    env_option(
+        plan,
         "--exit-code",
+        env=_ENV + "EXIT_CODE",
         action="store_true",
-        default=_env_flag("EXIT_CODE"),
-        help=f"exit with status 1 when the plan is not empty, for CI (env {_ENV}EXIT_CODE=1)",
+        help="exit with status 1 when the plan is not empty, for CI",
     )
-    plan.add_argument(
+    env_option(
+        plan,
         "-v",
         "--verbose",
+        env=_ENV + "VERBOSE",
         action="store_true",
-        default=_env_flag("VERBOSE"),
-        help=f"list unchanged jobs too (env {_ENV}VERBOSE=1)",
+        help="list unchanged jobs too",
     )
     plan.set_defaults(func=_plan)
 
     sync = commands.add_parser("sync", parents=[common], help="create, update and delete jobs to match the app")
-    sync.add_argument(
+    env_option(
+        sync,
         "--dry-run",
+        env=_ENV + "DRY_RUN",
         action="store_true",
-        default=_env_flag("DRY_RUN"),
-        help=f"print the plan, write nothing, exit with status 1 when it is not empty (env {_ENV}DRY_RUN=1)",
+        help="print the plan, write nothing, exit with status 1 when it is not empty",
     )
-    sync.add_argument(
+    env_option(
+        sync,
         "-v",
         "--verbose",
+        env=_ENV + "VERBOSE",
         action="store_true",
-        default=_env_flag("VERBOSE"),
-        help=f"list unchanged jobs too (env {_ENV}VERBOSE=1)",
+        help="list unchanged jobs too",
     )
     sync.set_defaults(func=_sync)
 
@@ -161,7 +162,7 @@ def load(app: str | None, *, app_dir: str = ".", emulator_host: str | None = Non
     if not app:
         raise _CommandError(f"APP is required (module:attribute, or env {_ENV}APP)")
     if emulator_host:
-        os.environ[_EMULATOR_ENV] = emulator_host
+        os.environ[EMULATOR_HOST_ENV] = emulator_host
     module_name, _, attribute = app.partition(":")
     attribute = attribute or "schedules"
     path = os.path.abspath(app_dir)

@@ -1,7 +1,7 @@
 """The plan of a schedule sync: what differs between declared jobs and the jobs Cloud Scheduler holds.
 
-Computing a plan is pure: it takes the declared jobs and the listed ones and returns a `Plan`, so the
-sync and async variants share it and differ only in how they list and write.
+Computing a plan is pure: it takes the declared jobs and the listed ones and returns a `Plan`; the
+flows of `_flows` list and write around it.
 """
 
 from __future__ import annotations
@@ -28,10 +28,6 @@ class Action(enum.Enum):
     DELETE = "delete"
     UNCHANGED = "unchanged"
 
-
-_DEFAULT_MIN_BACKOFF = 5
-_DEFAULT_MAX_BACKOFF = 3600
-_DEFAULT_DOUBLINGS = 5
 
 _SYMBOL = {Action.CREATE: "+", Action.UPDATE: "~", Action.DELETE: "-", Action.UNCHANGED: "="}
 
@@ -164,7 +160,7 @@ def compute_plan(
         elif have is None:
             changes.append(JobChange(Action.CREATE, job_id, desired=want))
         else:
-            mask = changed_fields(_with_service_defaults(have), _with_service_defaults(want))
+            mask = changed_fields(have, want)
             if mask:
                 fields = tuple(field_changes(have, want, mask))
                 changes.append(JobChange(Action.UPDATE, job_id, want, have, tuple(mask), fields))
@@ -175,30 +171,11 @@ def compute_plan(
 
 def field_changes(current: scheduler_v1.Job, desired: scheduler_v1.Job, mask: Iterable[str]) -> list[FieldChange]:
     """The leaf fields under the top-level fields `mask` that differ, compared as the sync compares them."""
-    have = _leaves(_comparable(_with_service_defaults(current)))
-    want = _leaves(_comparable(_with_service_defaults(desired)))
+    have = _leaves(_comparable(current))
+    want = _leaves(_comparable(desired))
     top = set(mask)
     paths = sorted(path for path in have.keys() | want.keys() if path.split(".", 1)[0] in top)
     return [FieldChange(path, have.get(path), want.get(path)) for path in paths if have.get(path) != want.get(path)]
-
-
-def _with_service_defaults(job: scheduler_v1.Job) -> scheduler_v1.Job:
-    """A copy of `job` with the retry settings Cloud Scheduler fills in when they are left unset.
-
-    Without this a declared `RetryConfig(retry_count=3)` would differ from the stored job (which shows
-    `max_doublings: 5`, `max_backoff_duration: 3600s`, ...) on every sync.
-    """
-    copy: scheduler_v1.Job = scheduler_v1.Job.deserialize(scheduler_v1.Job.serialize(job))
-    retry = copy._pb.retry_config
-    if not retry.HasField("min_backoff_duration"):
-        retry.min_backoff_duration.seconds = _DEFAULT_MIN_BACKOFF
-    if not retry.HasField("max_backoff_duration"):
-        retry.max_backoff_duration.seconds = _DEFAULT_MAX_BACKOFF
-    if not retry.HasField("max_retry_duration"):
-        retry.max_retry_duration.SetInParent()
-    if not retry.max_doublings:
-        retry.max_doublings = _DEFAULT_DOUBLINGS
-    return copy
 
 
 def _leaves(job: scheduler_v1.Job) -> dict[str, Any]:

@@ -18,33 +18,33 @@ or resumes a job: that is left to `pause()` / `resume()`, so an operator's pause
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
-from google.api_core import exceptions as core
 from google.cloud import scheduler_v1
-from google.protobuf import field_mask_pb2
 
-from fastapi_gcp_tasks._limits import MAX_ID_LENGTH, SCHEDULER_LIST_PAGE_SIZE
+from fastapi_gcp_tasks._limits import MAX_ID_LENGTH
 from fastapi_gcp_tasks.build import _naming
 from fastapi_gcp_tasks.build._job import validate_time_zone
 from fastapi_gcp_tasks.build._routes import ScheduleHandle
 from fastapi_gcp_tasks.exception import TaskArgumentError, TaskLimitError
-from fastapi_gcp_tasks.schedules._plan import Action, FieldChange, JobChange, Plan, compute_plan
+from fastapi_gcp_tasks.schedules._flows import apply_flow, plan_flow, run_job_flow, set_state_flow, sync_flow
+from fastapi_gcp_tasks.schedules._plan import Action, FieldChange, JobChange, Plan
 from fastapi_gcp_tasks.transport._clients import (
     AsyncClientSource,
     SyncClientSource,
     async_scheduler_source,
     sync_scheduler_source,
 )
-from fastapi_gcp_tasks.transport._errors import translate
+from fastapi_gcp_tasks.transport._flows import Flow
+from fastapi_gcp_tasks.transport._scheduler import run_flow, run_flow_async
 
 __all__ = ["Action", "FieldChange", "JobChange", "Plan", "ScheduleEntry", "Schedules"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -233,18 +233,11 @@ class Schedules:
 
     def plan(self) -> Plan:
         """What `sync()` would do: lists the location's jobs (every page), writes nothing."""
-        client = self._client.get()
-        with self._translated(f"listing jobs in {self.location_path}"):
-            listed = list(client.list_jobs(request=self._list_request(), timeout=self.timeout))
-        return self._plan(listed)
+        return self._run(self._plan_flow())
 
     async def plan_async(self) -> Plan:
         """`plan()` with the async client."""
-        client = self._async_client.get()
-        with self._translated(f"listing jobs in {self.location_path}"):
-            pages = await client.list_jobs(request=self._list_request(), timeout=self.timeout)
-            listed = [job async for job in pages]
-        return self._plan(listed)
+        return await self._run_async(self._plan_flow())
 
     def apply(self, plan: Plan) -> Plan:
         """Carry out `plan`: creates and updates first, deletes last, stopping at the first failure.
@@ -253,119 +246,63 @@ class Schedules:
         from there, since the plan is recomputed from what Cloud Scheduler holds.
         """
         self._check_own(plan)
-        client = self._client.get()
-        for change in _ordered(plan):
-            with self._translated(f"{change.action.value} of job {self._full(change.job_id)}"):
-                if change.action is Action.CREATE:
-                    client.create_job(parent=self.location_path, job=change.desired, timeout=self.timeout)
-                elif change.action is Action.UPDATE:
-                    client.update_job(
-                        job=change.desired,
-                        update_mask=field_mask_pb2.FieldMask(paths=list(change.update_mask)),
-                        timeout=self.timeout,
-                    )
-                else:
-                    with contextlib.suppress(core.NotFound):
-                        client.delete_job(name=self._full(change.job_id), timeout=self.timeout)
-        return plan
+        return self._run(apply_flow(plan))
 
     async def apply_async(self, plan: Plan) -> Plan:
         """`apply()` with the async client."""
         self._check_own(plan)
-        client = self._async_client.get()
-        for change in _ordered(plan):
-            with self._translated(f"{change.action.value} of job {self._full(change.job_id)}"):
-                if change.action is Action.CREATE:
-                    await client.create_job(parent=self.location_path, job=change.desired, timeout=self.timeout)
-                elif change.action is Action.UPDATE:
-                    await client.update_job(
-                        job=change.desired,
-                        update_mask=field_mask_pb2.FieldMask(paths=list(change.update_mask)),
-                        timeout=self.timeout,
-                    )
-                else:
-                    with contextlib.suppress(core.NotFound):
-                        await client.delete_job(name=self._full(change.job_id), timeout=self.timeout)
-        return plan
+        return await self._run_async(apply_flow(plan))
 
     def sync(self, *, dry_run: bool = False) -> Plan:
         """Make Cloud Scheduler hold exactly the declared jobs under this prefix; returns the plan carried out."""
-        plan = self.plan()
-        return plan if dry_run else self.apply(plan)
+        return self._run(self._sync_flow(dry_run))
 
     async def sync_async(self, *, dry_run: bool = False) -> Plan:
         """`sync()` with the async client."""
-        plan = await self.plan_async()
-        return plan if dry_run else await self.apply_async(plan)
+        return await self._run_async(self._sync_flow(dry_run))
 
     # operating -------------------------------------------------------------------------------------------------
 
     def pause(self, name: str) -> scheduler_v1.Job:
         """Pause the declared job `name`; a job already paused is left as it is."""
-        return self._set_state(name, pause=True)
+        return self._run(set_state_flow(self.job_name(name), pause=True))
 
     async def pause_async(self, name: str) -> scheduler_v1.Job:
         """`pause()` with the async client."""
-        return await self._set_state_async(name, pause=True)
+        return await self._run_async(set_state_flow(self.job_name(name), pause=True))
 
     def resume(self, name: str) -> scheduler_v1.Job:
         """Resume the declared job `name`; a job already enabled is left as it is."""
-        return self._set_state(name, pause=False)
+        return self._run(set_state_flow(self.job_name(name), pause=False))
 
     async def resume_async(self, name: str) -> scheduler_v1.Job:
         """`resume()` with the async client."""
-        return await self._set_state_async(name, pause=False)
-
-    def _set_state(self, name: str, *, pause: bool) -> scheduler_v1.Job:
-        # The service refuses pausing a paused job (and resuming an enabled one): that is already done.
-        full = self.job_name(name)
-        client = self._client.get()
-        call = client.pause_job if pause else client.resume_job
-        with self._translated(f"{'pausing' if pause else 'resuming'} job {full}"):
-            try:
-                job: scheduler_v1.Job = call(name=full, timeout=self.timeout)
-            except core.FailedPrecondition:
-                job = client.get_job(name=full, timeout=self.timeout)
-                if job.state != _target_state(pause):
-                    raise
-            return job
-
-    async def _set_state_async(self, name: str, *, pause: bool) -> scheduler_v1.Job:
-        full = self.job_name(name)
-        client = self._async_client.get()
-        call = client.pause_job if pause else client.resume_job
-        with self._translated(f"{'pausing' if pause else 'resuming'} job {full}"):
-            try:
-                job: scheduler_v1.Job = await call(name=full, timeout=self.timeout)
-            except core.FailedPrecondition:
-                job = await client.get_job(name=full, timeout=self.timeout)
-                if job.state != _target_state(pause):
-                    raise
-            return job
+        return await self._run_async(set_state_flow(self.job_name(name), pause=False))
 
     def run(self, name: str) -> scheduler_v1.Job:
         """Have Cloud Scheduler run the declared job `name` now, outside its schedule."""
-        full = self.job_name(name)
-        with self._translated(f"running job {full}"):
-            return self._client.get().run_job(name=full, timeout=self.timeout)
+        return self._run(run_job_flow(self.job_name(name)))
 
     async def run_async(self, name: str) -> scheduler_v1.Job:
         """`run()` with the async client."""
-        full = self.job_name(name)
-        with self._translated(f"running job {full}"):
-            return await self._async_client.get().run_job(name=full, timeout=self.timeout)
+        return await self._run_async(run_job_flow(self.job_name(name)))
 
     # internals -------------------------------------------------------------------------------------------------
 
-    def _list_request(self) -> scheduler_v1.ListJobsRequest:
-        return scheduler_v1.ListJobsRequest(parent=self.location_path, page_size=SCHEDULER_LIST_PAGE_SIZE)
+    def _run(self, flow: Flow[T]) -> T:
+        return run_flow(flow, self._client.get(), timeout=self.timeout)
 
-    def _plan(self, listed: list[scheduler_v1.Job]) -> Plan:
-        desired = {job_id: entry.job for job_id, entry in self._entries.items()}
-        return compute_plan(location_path=self.location_path, prefix=self.prefix, desired=desired, listed=listed)
+    async def _run_async(self, flow: Flow[T]) -> T:
+        return await run_flow_async(flow, self._async_client.get(), timeout=self.timeout)
 
-    def _full(self, job_id: str) -> str:
-        return f"{self.location_path}/jobs/{job_id}"
+    def _desired(self) -> dict[str, scheduler_v1.Job]:
+        return {job_id: entry.job for job_id, entry in self._entries.items()}
+
+    def _plan_flow(self) -> Flow[Plan]:
+        return plan_flow(location_path=self.location_path, prefix=self.prefix, desired=self._desired())
+
+    def _sync_flow(self, dry_run: bool) -> Flow[Plan]:
+        return sync_flow(location_path=self.location_path, prefix=self.prefix, desired=self._desired(), dry_run=dry_run)
 
     def _check_own(self, plan: Plan) -> None:
         if plan.location_path != self.location_path or plan.prefix != self.prefix:
@@ -378,24 +315,5 @@ class Schedules:
                     f"job {change.job_id!r} does not carry the prefix {self.prefix!r}", param="plan"
                 )
 
-    @contextlib.contextmanager
-    def _translated(self, what: str) -> Iterator[None]:
-        try:
-            yield
-        except Exception as exc:
-            translated = translate(exc, what=what)
-            if translated is exc:
-                raise
-            raise translated from exc
-
     def __repr__(self) -> str:
         return f"Schedules(prefix={self.prefix!r}, location_path={self.location_path!r}, jobs={len(self)})"
-
-
-def _ordered(plan: Plan) -> list[JobChange]:
-    """Creates and updates before deletes, so a renamed job exists under its new id before the old one goes."""
-    return [*plan.creates, *plan.updates, *plan.deletes]
-
-
-def _target_state(pause: bool) -> Any:
-    return scheduler_v1.Job.State.PAUSED if pause else scheduler_v1.Job.State.ENABLED

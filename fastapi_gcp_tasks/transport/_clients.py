@@ -1,4 +1,4 @@
-"""Where route builders get their Cloud Tasks and Cloud Scheduler clients.
+"""The client table (Cloud Tasks and Cloud Scheduler, sync and async) and where builders get their clients.
 
 Clients are created on first use, never at import or when a route is defined, so an app imports while
 the service is down. A default client is shared by every builder of the process and re-created in a
@@ -11,25 +11,42 @@ With `FASTAPI_GCP_TASKS_EMULATOR_HOST=host:port` set, default clients talk to th
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
+import grpc
 from google.cloud import scheduler_v1, tasks_v2
+from google.cloud.scheduler_v1.services.cloud_scheduler import transports as scheduler_transports
+from google.cloud.tasks_v2.services.cloud_tasks import transports as tasks_transports
 
 __all__ = [
+    "ASYNC_SCHEDULER",
+    "ASYNC_TASKS",
+    "CLIENT_KINDS",
+    "DEFAULT_EMULATOR_HOST",
     "EMULATOR_HOST_ENV",
+    "FAST_RECONNECT",
+    "SCHEDULER",
+    "TASKS",
     "AsyncClientSource",
+    "ClientKind",
     "SyncClientSource",
+    "async_emulator_client",
+    "async_scheduler_emulator_client",
     "async_scheduler_source",
     "async_tasks_source",
+    "emulator_client",
+    "scheduler_emulator_client",
     "sync_scheduler_source",
     "sync_tasks_source",
 ]
 
 EMULATOR_HOST_ENV = "FASTAPI_GCP_TASKS_EMULATOR_HOST"
+DEFAULT_EMULATOR_HOST = "localhost:8123"
 
 C = TypeVar("C")
 
@@ -88,77 +105,97 @@ class AsyncClientSource(_ClientSource[C]):
         return client
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class ClientKind(Generic[C]):
+    """One cell of the client table: a service's official client class and its gRPC transport."""
+
+    client: Callable[..., C]
+    grpc_transport: Callable[..., Any]
+    aio: bool
+
+    def connect(self, host: str, *, options: Sequence[tuple[str, Any]] = ()) -> C:
+        """A client talking plain gRPC (no credentials) to `host`: the emulator."""
+        channel_module: Any = grpc.aio if self.aio else grpc
+        channel = channel_module.insecure_channel(host, options=list(options))
+        return self.client(transport=self.grpc_transport(channel=channel))
+
+    def default(self) -> C:
+        """The emulator's client when `FASTAPI_GCP_TASKS_EMULATOR_HOST` is set, else Google's (default credentials)."""
+        host = os.environ.get(EMULATOR_HOST_ENV)
+        return self.connect(host) if host else self.client()
+
+
+TASKS: ClientKind[tasks_v2.CloudTasksClient] = ClientKind(
+    tasks_v2.CloudTasksClient, tasks_transports.CloudTasksGrpcTransport, aio=False
+)
+ASYNC_TASKS: ClientKind[tasks_v2.CloudTasksAsyncClient] = ClientKind(
+    tasks_v2.CloudTasksAsyncClient, tasks_transports.CloudTasksGrpcAsyncIOTransport, aio=True
+)
+SCHEDULER: ClientKind[scheduler_v1.CloudSchedulerClient] = ClientKind(
+    scheduler_v1.CloudSchedulerClient, scheduler_transports.CloudSchedulerGrpcTransport, aio=False
+)
+ASYNC_SCHEDULER: ClientKind[scheduler_v1.CloudSchedulerAsyncClient] = ClientKind(
+    scheduler_v1.CloudSchedulerAsyncClient, scheduler_transports.CloudSchedulerGrpcAsyncIOTransport, aio=True
+)
+CLIENT_KINDS: tuple[ClientKind[Any], ...] = (TASKS, ASYNC_TASKS, SCHEDULER, ASYNC_SCHEDULER)
+"""The (service x sync/async) client table; the emulator and the relay build their clients from it too."""
+
+FAST_RECONNECT: tuple[tuple[str, Any], ...] = (
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+)
+"""Channel options for a local emulator that may restart: reconnect within seconds, not gRPC's minutes."""
+
+
 def _is_client(obj: Any) -> bool:
     return (
-        isinstance(
-            obj,
-            (
-                tasks_v2.CloudTasksClient,
-                tasks_v2.CloudTasksAsyncClient,
-                scheduler_v1.CloudSchedulerClient,
-                scheduler_v1.CloudSchedulerAsyncClient,
-            ),
-        )
+        isinstance(obj, tuple(kind.client for kind in CLIENT_KINDS if isinstance(kind.client, type)))
         or hasattr(obj, "create_task")
         or hasattr(obj, "create_job")
     )
 
 
-def _emulator_host() -> str | None:
-    return os.environ.get(EMULATOR_HOST_ENV) or None
+def emulator_client(*, host: str = DEFAULT_EMULATOR_HOST) -> tasks_v2.CloudTasksClient:
+    """A `CloudTasksClient` talking to the emulator at `host` (plain gRPC, no credentials)."""
+    return TASKS.connect(host)
 
 
-def _default_tasks_client() -> tasks_v2.CloudTasksClient:
-    from fastapi_gcp_tasks.utils import emulator_client
-
-    host = _emulator_host()
-    return emulator_client(host=host) if host else tasks_v2.CloudTasksClient()
+def async_emulator_client(*, host: str = DEFAULT_EMULATOR_HOST) -> tasks_v2.CloudTasksAsyncClient:
+    """A `CloudTasksAsyncClient` for the emulator; create it inside the event loop that will use it."""
+    return ASYNC_TASKS.connect(host)
 
 
-def _default_async_tasks_client() -> tasks_v2.CloudTasksAsyncClient:
-    from fastapi_gcp_tasks.utils import async_emulator_client
-
-    host = _emulator_host()
-    return async_emulator_client(host=host) if host else tasks_v2.CloudTasksAsyncClient()
+def scheduler_emulator_client(*, host: str = DEFAULT_EMULATOR_HOST) -> scheduler_v1.CloudSchedulerClient:
+    """A `CloudSchedulerClient` talking to the emulator at `host`."""
+    return SCHEDULER.connect(host)
 
 
-def _default_scheduler_client() -> scheduler_v1.CloudSchedulerClient:
-    from fastapi_gcp_tasks.utils import scheduler_emulator_client
-
-    host = _emulator_host()
-    return scheduler_emulator_client(host=host) if host else scheduler_v1.CloudSchedulerClient()
+def async_scheduler_emulator_client(*, host: str = DEFAULT_EMULATOR_HOST) -> scheduler_v1.CloudSchedulerAsyncClient:
+    """A `CloudSchedulerAsyncClient` for the emulator; create it inside the loop that will use it."""
+    return ASYNC_SCHEDULER.connect(host)
 
 
-def _default_async_scheduler_client() -> scheduler_v1.CloudSchedulerAsyncClient:
-    from fastapi_gcp_tasks.utils import async_scheduler_emulator_client
-
-    host = _emulator_host()
-    return async_scheduler_emulator_client(host=host) if host else scheduler_v1.CloudSchedulerAsyncClient()
-
-
-_shared_tasks = SyncClientSource[tasks_v2.CloudTasksClient](None, _default_tasks_client)
-_shared_async_tasks = AsyncClientSource[tasks_v2.CloudTasksAsyncClient](None, _default_async_tasks_client)
-_shared_scheduler = SyncClientSource[scheduler_v1.CloudSchedulerClient](None, _default_scheduler_client)
-_shared_async_scheduler = AsyncClientSource[scheduler_v1.CloudSchedulerAsyncClient](
-    None, _default_async_scheduler_client
-)
+_shared_tasks = SyncClientSource(None, TASKS.default)
+_shared_async_tasks = AsyncClientSource(None, ASYNC_TASKS.default)
+_shared_scheduler = SyncClientSource(None, SCHEDULER.default)
+_shared_async_scheduler = AsyncClientSource(None, ASYNC_SCHEDULER.default)
 
 
 def sync_tasks_source(client: Any) -> SyncClientSource[tasks_v2.CloudTasksClient]:
     """The source for a sync builder's `client=` argument (None: the shared process default)."""
-    return _shared_tasks if client is None else SyncClientSource(client, _default_tasks_client)
+    return _shared_tasks if client is None else SyncClientSource(client, TASKS.default)
 
 
 def async_tasks_source(client: Any) -> AsyncClientSource[tasks_v2.CloudTasksAsyncClient]:
     """The source for an async builder's `client=` argument (None: the shared per-loop default)."""
-    return _shared_async_tasks if client is None else AsyncClientSource(client, _default_async_tasks_client)
+    return _shared_async_tasks if client is None else AsyncClientSource(client, ASYNC_TASKS.default)
 
 
 def sync_scheduler_source(client: Any) -> SyncClientSource[scheduler_v1.CloudSchedulerClient]:
     """The source for a sync scheduled builder's `client=` argument."""
-    return _shared_scheduler if client is None else SyncClientSource(client, _default_scheduler_client)
+    return _shared_scheduler if client is None else SyncClientSource(client, SCHEDULER.default)
 
 
 def async_scheduler_source(client: Any) -> AsyncClientSource[scheduler_v1.CloudSchedulerAsyncClient]:
     """The source for an async scheduled builder's `client=` argument."""
-    return _shared_async_scheduler if client is None else AsyncClientSource(client, _default_async_scheduler_client)
+    return _shared_async_scheduler if client is None else AsyncClientSource(client, ASYNC_SCHEDULER.default)

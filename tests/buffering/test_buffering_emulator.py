@@ -249,7 +249,8 @@ def test_a_send_failure_goes_to_the_fallback_and_is_counted(after: Served) -> No
     lost = [item for item in recorded.lost if item.name == name]
     assert len(lost) == 1
     assert isinstance(lost[0].error, SendError)
-    assert not lost[0].error.retryable
+    assert lost[0].error.retryable, "a missing queue (NOT_FOUND) is retried within the RetryPolicy, then handed over"
+    assert "NOT_FOUND" in str(lost[0].error)
 
 
 @pytest.mark.slow

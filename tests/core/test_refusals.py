@@ -22,6 +22,7 @@ from fastapi_gcp_tasks import (
     location_path,
     queue_path,
 )
+from fastapi_gcp_tasks._limits import MAX_TASK_BYTES
 from fastapi_gcp_tasks.exception import BadMethodError
 
 QUEUE = queue_path(project="p", location="l", queue="q")
@@ -153,7 +154,7 @@ def test_cookie_outside_latin1() -> None:
 
 def test_task_over_one_megabyte() -> None:
     with pytest.raises(TaskLimitError, match="1 MB"):
-        big.delay(blob="x" * 1_000_001)  # type: ignore[attr-defined]
+        big.delay(blob="x" * MAX_TASK_BYTES)  # type: ignore[attr-defined]
 
 
 def test_url_over_2083_characters() -> None:

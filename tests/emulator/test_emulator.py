@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 
 import pytest
 from google.api_core import exceptions
@@ -90,3 +92,19 @@ def test_tasks_client_is_the_official_client() -> None:
         assert isinstance(emu.tasks_client(), tasks_v2.CloudTasksClient)
         assert emu.tasks_client() is emu.tasks_client()
         assert emu.jwks_url == f"{emu.issuer}/jwks"
+
+
+def test_importing_the_emulator_without_its_extra_names_the_extra() -> None:
+    code = (
+        "import sys\n"
+        "sys.modules['hpack'] = None\n"
+        "try:\n"
+        "    import fastapi_gcp_tasks.emulator\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+        "else:\n"
+        "    raise SystemExit('imported without hpack')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert 'pip install "fastapi-gcp-tasks[emulator]"' in done.stdout

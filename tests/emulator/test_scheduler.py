@@ -151,8 +151,8 @@ INVALID_JOBS = [
         ),
         "must not exceed",
     ),
-    ("deadline-short", _set("attempt_deadline", dt.timedelta(seconds=14)), "between 15 seconds and 30 minutes"),
-    ("deadline-long", _set("attempt_deadline", dt.timedelta(minutes=31)), "between 15 seconds and 30 minutes"),
+    ("deadline-short", _set("attempt_deadline", dt.timedelta(seconds=14)), "between 15 s and 30 min"),
+    ("deadline-long", _set("attempt_deadline", dt.timedelta(minutes=31)), "between 15 s and 30 min"),
     (
         "pubsub-topic",
         _other_target("pubsub_target", {"topic_name": "topic"}),
@@ -501,6 +501,15 @@ async def test_retries_stop_on_success(h: Harness) -> None:
     assert await h.service.run_due() == 0
     assert [d.status for d in h.service.deliveries] == [503, 200]
     assert (await h.client.get_job(name=job_name("flaky"))).status.code == 0
+
+
+async def test_a_status_outside_the_table_is_recorded_as_cloud_tasks_does(h: Harness) -> None:
+    # the two copies of the table disagreed here: Cloud Scheduler's said UNKNOWN, Cloud Tasks' FAILED_PRECONDITION
+    await h.create("teapot", http_target={"uri": "http://worker/status/418"})
+    h.advance_to(at(2026, 3, 1, 12, 5))
+    assert await h.service.run_due() == 1
+    job = await h.client.get_job(name=job_name("teapot"))
+    assert (job.status.code, job.status.message) == (9, "HTTP 418")  # FAILED_PRECONDITION
 
 
 async def test_without_retry_count_a_failure_waits_for_the_next_slot(h: Harness) -> None:

@@ -8,6 +8,7 @@ import pytest
 from google.api_core import exceptions
 from google.cloud import tasks_v2
 
+from fastapi_gcp_tasks._limits import MAX_HEADER_BYTES, MAX_TASK_BYTES
 from fastapi_gcp_tasks.emulator import Emulator, ManualClock
 
 from ._tasks_support import LOCATION, QUEUE, ScriptedWorker, http_task, task_name
@@ -100,8 +101,13 @@ def _invalid_tasks(now: dt.datetime) -> list[tuple[tasks_v2.Task, str]]:
         (http_task(schedule_time=now + dt.timedelta(days=30, seconds=5)), "30 days"),
         (http_task(deadline=14), "between 15 s and 30 min"),
         (http_task(deadline=1801), "between 15 s and 30 min"),
-        (http_task(body=b"x" * (1024 * 1024)), "1 MB"),
-        (http_task(headers={"X-Big": "v" * 81920}), "80 KB"),
+        (http_task(body=b"x" * MAX_TASK_BYTES), "1 MB"),
+        (http_task(headers={"X-Big": "v" * MAX_HEADER_BYTES}), "80 KB"),
+        (http_task(headers={"X-Injected": "a\r\nX-Other: b"}), "control characters"),
+        (http_task(headers={"bad header": "x"}), "header name"),
+        (http_task(url="http://worker.test:99999/"), "not a valid URL"),
+        (http_task(url="http://worker.test/a b"), "whitespace"),
+        (http_task(oidc=tasks_v2.OidcToken(service_account_email="nobody")), "service account email"),
         (http_task(name=task_name("bad.id")), "task id"),
         (http_task(name=f"{LOCATION}/queues/other/tasks/x"), "formatted like"),
         (http_task(oidc=tasks_v2.OidcToken(audience="a")), "service_account_email"),
@@ -109,7 +115,7 @@ def _invalid_tasks(now: dt.datetime) -> list[tuple[tasks_v2.Task, str]]:
     ]
 
 
-@pytest.mark.parametrize("index", range(15))
+@pytest.mark.parametrize("index", range(20))
 def test_invalid_tasks_are_invalid_argument_with_a_useful_message(env: Env, index: int) -> None:
     task, message = _invalid_tasks(env.clock.now())[index]
     with pytest.raises(exceptions.InvalidArgument, match=message):

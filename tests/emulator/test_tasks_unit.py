@@ -8,7 +8,8 @@ import pytest
 from google.cloud import tasks_v2
 
 from fastapi_gcp_tasks.emulator import ManualClock
-from fastapi_gcp_tasks.emulator._tasks import TasksService, backoff_seconds
+from fastapi_gcp_tasks.emulator._tasks_dispatch import backoff_seconds
+from fastapi_gcp_tasks.emulator._tasks_service import TasksService
 from fastapi_gcp_tasks.emulator._types import DeliveryRequest, DeliveryResult
 
 from ._tasks_support import QUEUE, http_task
@@ -56,3 +57,38 @@ def test_construction_checks_its_arguments() -> None:
         TasksService(clock=ManualClock(), deliverer=FakeDeliverer(), tombstone_seconds=-1)
     with pytest.raises(ValueError, match="queue path"):
         TasksService(clock=ManualClock(), deliverer=FakeDeliverer(), queues=["nope"])
+
+
+class RaisingThenHangingDeliverer(FakeDeliverer):
+    """Breaks the Deliverer contract once (raises), then never answers."""
+
+    async def deliver(self, request: DeliveryRequest) -> DeliveryResult:
+        self.requests.append(request)
+        if len(self.requests) == 1:
+            raise RuntimeError("broken deliverer")
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+async def test_a_raising_deliverer_is_retried_and_the_deadline_runs_on_the_clock() -> None:
+    deliverer = RaisingThenHangingDeliverer()
+    clock = ManualClock()
+    service = TasksService(clock=clock, deliverer=deliverer, queues=[QUEUE])
+    await service.start()
+    request = tasks_v2.CreateTaskRequest(parent=QUEUE, task=http_task(deadline=20))
+    created = service.create_task(tasks_v2.CreateTaskRequest.pb(request))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert len(deliverer.requests) == 1
+    task = service.get_task(tasks_v2.GetTaskRequest.pb(tasks_v2.GetTaskRequest(name=created.name)))
+    assert task.last_attempt.response_status.code == 14  # UNAVAILABLE: kept and retried, not lost
+    clock.advance(1)  # past the first backoff (0.1 s): the second attempt hangs
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert len(deliverer.requests) == 2
+    clock.advance(20)  # the dispatch deadline, on the service's own clock
+    for _ in range(20):
+        await asyncio.sleep(0)
+    task = service.get_task(tasks_v2.GetTaskRequest.pb(tasks_v2.GetTaskRequest(name=created.name)))
+    assert task.last_attempt.response_status.code == 4  # DEADLINE_EXCEEDED
+    await service.stop()

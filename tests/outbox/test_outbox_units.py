@@ -1,45 +1,14 @@
-"""Small pure pieces: error classification, settings validation, URL mapping, the null client."""
+"""Small pure pieces: settings validation, URL mapping, the null client (errors: tests/core/test_transport.py)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
-from google.api_core import exceptions as core_exceptions
 from google.cloud import tasks_v2
 
-from fastapi_gcp_tasks.exception import SendError, TaskAlreadyExistsError
+from fastapi_gcp_tasks.exception import TaskAlreadyExistsError
 from fastapi_gcp_tasks.outbox import NullRelayClient, RelaySettings
-from fastapi_gcp_tasks.outbox._client import translate_error
 from fastapi_gcp_tasks.outbox._engine import sync_url
 from tests.outbox.support import prepared
-
-core: Any = core_exceptions  # api_core's exception constructors are untyped
-
-
-@pytest.mark.parametrize(
-    ("error", "retryable"),
-    [
-        (core.ServiceUnavailable("down"), True),
-        (core.DeadlineExceeded("slow"), True),
-        (core.ResourceExhausted("quota"), True),
-        (core.NotFound("no such queue"), True),
-        (core.PermissionDenied("iam"), True),
-        (core.InvalidArgument("bad"), False),
-        (core.OutOfRange("eta"), False),
-        (TimeoutError(), True),
-    ],
-)
-def test_translate_error(error: Exception, retryable: bool) -> None:
-    translated = translate_error(error, "q/tasks/x")
-    assert isinstance(translated, SendError)
-    assert translated.retryable is retryable
-
-
-def test_already_exists_keeps_the_name() -> None:
-    translated = translate_error(core.AlreadyExists("dup"), "q/tasks/x")
-    assert isinstance(translated, TaskAlreadyExistsError)
-    assert translated.task_name == "q/tasks/x"
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from fastapi_gcp_tasks.build import _tracing
-from fastapi_gcp_tasks.build._tracing import TraceContextMiddleware, propagation_headers
+from fastapi_gcp_tasks.build._tracing import propagation_headers
+from fastapi_gcp_tasks.receive import TraceContextMiddleware
 
 from ._support import client_for
 
