@@ -30,6 +30,9 @@ def env_option(parser: argparse.ArgumentParser, *flags: str, env: str, default: 
     1/true/yes/on. A positional argument (a flag without dashes) becomes optional when the variable is set.
     """
     value: Any = env_value(env)
+    if value is not None and kwargs.get("choices") is not None:
+        # argparse runs a string default through `type` but never checks it against `choices`: do it here
+        kwargs["type"] = _among(kwargs.get("type"), kwargs["choices"], env)
     if value is None:
         value = default
     if kwargs.get("action") == "store_true":
@@ -40,3 +43,17 @@ def env_option(parser: argparse.ArgumentParser, *flags: str, env: str, default: 
         parser.add_argument(*flags, default=value, required=required, help=help_text, **kwargs)
     else:
         parser.add_argument(*flags, nargs=None if value is None else "?", default=value, help=help_text, **kwargs)
+
+
+def _among(convert: Any, choices: Any, env: str) -> Any:
+    """`convert`, then a check that the result is one of `choices` (a usage error naming `env` when not)."""
+
+    def checked(text: str) -> Any:
+        converted = convert(text) if convert is not None else text
+        if converted not in choices:
+            allowed = ", ".join(repr(choice) for choice in choices)
+            raise argparse.ArgumentTypeError(f"invalid choice: {converted!r} (choose from {allowed}) [env: {env}]")
+        return converted
+
+    checked.__name__ = getattr(convert, "__name__", "str")
+    return checked

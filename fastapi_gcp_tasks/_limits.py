@@ -66,6 +66,9 @@ SCHEDULER_MAX_BACKOFF = 3600.0
 """Seconds; the `max_backoff_duration` stored when it is left unset, and the most either backoff may be."""
 SCHEDULER_MAX_DOUBLINGS = 5
 """The `max_doublings` the service stores when it is left 0."""
+SCHEDULER_MAX_DOUBLINGS_ACCEPTED = 16
+"""The largest `retry_config.max_doublings` accepted (Google documents the default, 5, but no maximum; the
+emulator and the library both apply this bound)."""
 SCHEDULER_LIST_PAGE_SIZE = 500
 """`ListJobs` returns at most 500 jobs a page."""
 SCHEDULER_MAX_JOB_BYTES = 1024 * 1024

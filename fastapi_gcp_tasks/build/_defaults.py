@@ -9,8 +9,8 @@ from typing_extensions import Unpack
 
 from fastapi_gcp_tasks.build._routes import DEFAULT_OPTIONS_ATTR
 from fastapi_gcp_tasks.build._task import DELAY_OPTION_NAMES
-from fastapi_gcp_tasks.exception import UnknownParamError
 from fastapi_gcp_tasks.build._typing import AsyncDelayOptions, DelayOptions
+from fastapi_gcp_tasks.exception import UnknownParamError
 
 __all__ = ["task_default_options"]
 

@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import gc
+import math
+import threading
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -20,14 +24,11 @@ from google.protobuf import duration_pb2
 
 from fastapi_gcp_tasks._limits import (
     SCHEDULER_DEFAULT_ATTEMPT_DEADLINE,
-    SCHEDULER_MAX_ATTEMPT_DEADLINE,
     SCHEDULER_MAX_BACKOFF,
     SCHEDULER_MAX_DOUBLINGS,
-    SCHEDULER_MAX_RETRY_COUNT,
-    SCHEDULER_MIN_ATTEMPT_DEADLINE,
     SCHEDULER_MIN_BACKOFF,
 )
-from fastapi_gcp_tasks.build import _naming, _tracing
+from fastapi_gcp_tasks.build import _job_checks, _naming
 from fastapi_gcp_tasks.build._cron import CronSchedule, parse_time_zone
 from fastapi_gcp_tasks.build._plan import RoutePlan
 from fastapi_gcp_tasks.build._task import check_url, to_seconds
@@ -36,7 +37,16 @@ from fastapi_gcp_tasks.transport._clients import AsyncClientSource, SyncClientSo
 from fastapi_gcp_tasks.transport._flows import CreateJob, DeleteJob, Flow, GetJob, UpdateJob
 from fastapi_gcp_tasks.transport._scheduler import run_flow, run_flow_async
 
-__all__ = ["SCHEDULER_OPTION_NAMES", "JobConfig", "JobSync", "default_retry_config", "validate_cron"]
+__all__ = [
+    "SCHEDULER_OPTION_NAMES",
+    "JobConfig",
+    "JobSync",
+    "claim_job",
+    "default_retry_config",
+    "owner_identity",
+    "release_job",
+    "validate_cron",
+]
 
 _HTTP_METHODS = {
     "POST": scheduler_v1.HttpMethod.POST,
@@ -56,6 +66,9 @@ _RETRY_DEFAULTS = {
 }
 """What Cloud Scheduler stores for retry settings left unset, so that they compare equal."""
 _UPDATABLE = ("description", "http_target", "schedule", "time_zone", "retry_config", "attempt_deadline")
+_JobPB = scheduler_v1.Job.pb()
+_MAX_SECONDS = 1e12
+"""Beyond any deadline; keeps `timedelta` from overflowing before the real check refuses the value."""
 
 SCHEDULER_OPTION_NAMES = frozenset(
     {
@@ -117,8 +130,15 @@ class JobConfig:
     pre_create_hook: Callable[[scheduler_v1.CreateJobRequest], scheduler_v1.CreateJobRequest] | None = None
 
     @classmethod
-    def create(cls, *, name: str, schedule: str, options: Mapping[str, Any]) -> JobConfig:
-        """Check every option by name and build the config."""
+    def create(cls, *, name: str, schedule: str, options: Mapping[str, Any], label: str | None = None) -> JobConfig:
+        """Check every option by name and build the config.
+
+        Everything Cloud Scheduler would refuse in these settings is refused here, by the checks the
+        emulator applies (`build._job_checks`), with a `TaskLimitError` naming the job and the option;
+        what depends on the endpoint's arguments is checked when the job is built (`JobSync.job`).
+        `label` replaces "job NAME" in messages (the builder checks its settings before any job exists).
+        """
+        where = label or f"job {name!r}"
         unknown = set(options) - SCHEDULER_OPTION_NAMES
         if unknown:
             raise UnknownParamError(
@@ -131,38 +151,166 @@ class JobConfig:
             raise TaskArgumentError("callback_base_url (or the legacy base_url) is required", param="callback_base_url")
         values["callback_base_url"] = check_url(base, param="callback_base_url")
         location = values.get("location_path")
-        if not isinstance(location, str) or not scheduler_v1.CloudSchedulerClient.parse_common_location_path(location):
+        if not isinstance(location, str) or _job_checks.PARENT.fullmatch(location) is None:
             raise TaskArgumentError(
-                f"location_path must look like projects/P/locations/L, not {location!r}", param="location_path"
+                f"{where}: location_path must look like projects/P/locations/L "
+                f"(P from [A-Za-z0-9:.-], L from [A-Za-z0-9-]), not {location!r}",
+                param="location_path",
             )
+        if not name:
+            raise TaskArgumentError("a job needs a name (the Cloud Scheduler job id)", param="name")
         _naming.check_id(name, param="name", what="job id")
-        validate_cron(schedule)
+        _relabel(where, validate_cron, schedule)
         if "time_zone" in values:
-            validate_time_zone(values["time_zone"])
+            _relabel(where, validate_time_zone, values["time_zone"])
         if "attempt_deadline" in values:
             seconds = to_seconds(values["attempt_deadline"], param="attempt_deadline")
-            if not SCHEDULER_MIN_ATTEMPT_DEADLINE <= seconds <= SCHEDULER_MAX_ATTEMPT_DEADLINE:
-                raise TaskLimitError(
-                    f"attempt_deadline must be between 15 seconds and 30 minutes, not {seconds:g} s",
-                    param="attempt_deadline",
-                )
+            if not math.isfinite(seconds) or abs(seconds) > _MAX_SECONDS:
+                message = f"{where}: attempt_deadline must be between 15 s and 30 min, got {seconds}"
+                raise TaskLimitError(message, param="attempt_deadline")
             values["attempt_deadline"] = seconds
         retry = values.get("retry_config")
-        if retry is not None:
-            if not isinstance(retry, scheduler_v1.RetryConfig):
-                raise TaskArgumentError("retry_config must be a scheduler_v1.RetryConfig", param="retry_config")
-            if not 0 <= retry.retry_count <= SCHEDULER_MAX_RETRY_COUNT:
-                raise TaskLimitError(
-                    f"retry_config.retry_count must be between 0 and {SCHEDULER_MAX_RETRY_COUNT}", param="retry_config"
-                )
+        if retry is not None and not isinstance(retry, scheduler_v1.RetryConfig):
+            raise TaskArgumentError(f"{where}: retry_config must be a scheduler_v1.RetryConfig", param="retry_config")
+        description = values.get("description")
+        if description is not None and not isinstance(description, str):
+            raise TaskArgumentError(f"{where}: description must be a string, not {description!r}", param="description")
+        headers = values.get("headers")
+        if headers is not None:
+            if not isinstance(headers, Mapping) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+            ):
+                raise TaskArgumentError(f"{where}: headers must be a mapping of str to str", param="headers")
+            values["headers"] = dict(headers)
         if "job_create_timeout" in values:
             values["job_create_timeout"] = to_seconds(values["job_create_timeout"], param="job_create_timeout")
-        return cls(name=name, schedule=schedule, **values)
+        config = cls(name=name, schedule=schedule, **values)
+        # The settings as a job without the endpoint's path: what Cloud Scheduler would refuse in them is
+        # refused now. The URL is the base alone, a prefix of every URL the job can have.
+        probe = scheduler_v1.Job(
+            name=config.job_name,
+            schedule=config.schedule,
+            time_zone=config.time_zone,
+            retry_config=config.retry_config,
+            description=config.description,
+            http_target=scheduler_v1.HttpTarget(uri=config.callback_base_url, headers=dict(config.headers)),
+        )
+        if config.attempt_deadline is not None:
+            probe.attempt_deadline = dt.timedelta(seconds=config.attempt_deadline)
+        check_job(probe, where=where, url_param="callback_base_url")
+        return config
 
     @property
     def job_name(self) -> str:
         """The full job name, `projects/P/locations/L/jobs/NAME`."""
         return f"{self.location_path}/jobs/{self.name}"
+
+
+def _relabel(where: str, check: Callable[[Any], Any], value: Any) -> None:
+    try:
+        check(value)
+    except TaskLimitError as exc:
+        raise TaskLimitError(f"{where}: {exc}", param=exc.param) from None
+
+
+def _option(field: str | None, url_param: str) -> str:
+    """The `.scheduler()` option (or, for what the endpoint's arguments produce, the Job field) at fault."""
+    if not field:
+        return "job"
+    if field.startswith("retry_config."):
+        return "retry_config"
+    if field == "http_target.headers":
+        return "headers"
+    if field == "http_target.uri":
+        return url_param
+    return field
+
+
+def check_job(job: scheduler_v1.Job, *, where: str, url_param: str = "http_target.uri") -> None:
+    """Refuse, with a `TaskLimitError` naming `where` and the option, a job Cloud Scheduler would refuse.
+
+    The job is copied, given the defaults the service fills in and checked as the emulator checks a
+    `CreateJob` (`build._job_checks`), so the library and the emulator agree on every value.
+    """
+    pb = _JobPB()
+    pb.CopyFrom(job._pb)
+    _job_checks.clear_output(pb)
+    if _job_checks.JOB_NAME.fullmatch(pb.name) is None:
+        raise TaskLimitError(
+            f"{where}: the job name {pb.name!r} is not projects/PROJECT_ID/locations/LOCATION_ID/jobs/JOB_ID",
+            param="name",
+        )
+    _job_checks.normalise_job(pb)
+    try:
+        _job_checks.validate_job(pb)
+    except TaskLimitError as exc:
+        raise TaskLimitError(f"{where}: {exc}", param=_option(exc.param, url_param)) from None
+
+
+# -- who owns which job id, in this process ------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Claim:
+    owner: weakref.ReferenceType[Any]
+    identity: tuple[str, ...]
+    description: str
+
+
+_claims: dict[str, _Claim] = {}
+_claims_lock = threading.Lock()
+
+
+def owner_identity(route: Any) -> tuple[tuple[str, ...], str]:
+    """What makes two scheduled routes the same declaration: endpoint module and name, path and methods.
+
+    An app built twice in one process (an app factory, a test fixture) re-creates its endpoints: the new
+    route takes over the old one's job ids. Two different endpoints never share one.
+    """
+    endpoint = getattr(route, "endpoint", None)
+    module = str(getattr(endpoint, "__module__", ""))
+    name = str(getattr(endpoint, "__qualname__", "") or repr(endpoint))
+    path = str(getattr(route, "path", ""))
+    methods = ",".join(sorted(getattr(route, "methods", None) or ()))
+    return (module, name, path, methods), f"endpoint {module}.{name} ({methods} {path})"
+
+
+def claim_job(job_name: str, owner: Any) -> bool:
+    """Record that `owner` (a scheduled route) declares the job `job_name`; True when the claim is new.
+
+    A different endpoint already declaring the same job id in the same location is refused with
+    `TaskArgumentError` (`param="name"`): the two would overwrite each other's job. Claims are weak: an
+    owner that is gone no longer holds its ids, and a re-created one (same endpoint, same path) takes over.
+    """
+    identity, description = owner_identity(owner)
+    for attempt in range(2):
+        with _claims_lock:
+            current = _claims.get(job_name)
+            holder = current.owner() if current is not None else None
+            if current is not None and holder is owner:
+                return False
+            if holder is None or current is None or current.identity == identity:
+                _claims[job_name] = _Claim(weakref.ref(owner), identity, description)
+                return True
+            del holder
+        if attempt == 0:
+            gc.collect()  # the holder may be unreachable but not yet collected (routes and endpoints form cycles)
+    assert current is not None
+    job_id = job_name.rsplit("/jobs/", 1)
+    raise TaskArgumentError(
+        f"job {job_id[-1]!r} in {job_id[0]} is already declared by {current.description}; it cannot also be "
+        f"declared by {description}: two endpoints under one job id would overwrite each other's job, so give "
+        "this one another name",
+        param="name",
+    )
+
+
+def release_job(job_name: str, owner: Any) -> None:
+    """Drop `owner`'s claim on `job_name` (a declaration that failed after claiming)."""
+    with _claims_lock:
+        current = _claims.get(job_name)
+        if current is not None and current.owner() is owner:
+            del _claims[job_name]
 
 
 class JobSync:
@@ -185,10 +333,9 @@ class JobSync:
         """The Job for these endpoint arguments, after the pre-create hook (pure: no I/O)."""
         config = self.config
         parts = self.plan.build(values)
+        # Nothing ambient (trace context, baggage) goes in: a job is a function of its declaration alone,
+        # so that every deploy of the same code plans no change.
         headers = {**config.headers, **parts.headers} if config.headers else parts.headers
-        trace = _tracing.propagation_headers()
-        if trace:
-            headers.update(trace)
         target = scheduler_v1.HttpTarget(
             uri=config.callback_base_url + parts.path_and_query,
             http_method=_HTTP_METHODS[parts.method],
@@ -211,6 +358,7 @@ class JobSync:
             request = config.pre_create_hook(request)
             if not isinstance(request, scheduler_v1.CreateJobRequest):
                 raise TypeError("pre_create_hook must return the CreateJobRequest")
+        check_job(request.job, where=f"job {config.name!r} ({self.plan.endpoint_name})")
         return request.job
 
     def schedule(self, values: Mapping[str, Any]) -> scheduler_v1.Job:

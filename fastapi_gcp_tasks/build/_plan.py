@@ -16,10 +16,15 @@ How each part travels, and what cannot:
 * cookies: one `Cookie` header, values quoted and octal-escaped as Starlette unquotes them (Latin-1 only);
 * body: JSON written by the endpoint's own pydantic serializers, embedded under the parameter names
   when FastAPI embeds them.
+
+Unordered values (`set`, `frozenset`, at any depth of a body) are written in one canonical order, sorted,
+so that the same arguments give the same bytes in every process (a `str` set's own order changes with
+`PYTHONHASHSEED`); the endpoint still receives an equal set.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import enum
 import re
@@ -171,11 +176,12 @@ class RoutePlan:
             param = self._body_params[0]
             if param.name not in values:
                 return None
-            return self._single_body_adapter.dump_json(validated.__dict__[param.name], by_alias=True)
+            return self._single_body_adapter.dump_json(_canonical(validated.__dict__[param.name]), by_alias=True)
         include = {p.name for p in self._body_params if p.name in values or p.field_info.is_required()}
         if not include:
             return None
-        return validated.__pydantic_serializer__.to_json(validated, include=include, by_alias=True)
+        canonical: BaseModel = _canonical(validated)
+        return canonical.__pydantic_serializer__.to_json(canonical, include=include, by_alias=True)
 
     def _path_value(self, param: _Param, value: Any) -> str:
         (text,) = self._wire_strings(param, value, single=True, omit_ok=False)
@@ -218,7 +224,8 @@ class RoutePlan:
                     f"Cloud Tasks sends each {param.kind.value} once, so at most one value can be sent",
                     param=param.name,
                 )
-            return [_scalar_text(param, self.endpoint_name, self._json_item(param, item)) for item in items]
+            texts = [_scalar_text(param, self.endpoint_name, self._json_item(param, item)) for item in items]
+            return sorted(texts) if isinstance(value, (set, frozenset)) else texts
         return [_scalar_text(param, self.endpoint_name, self._json_item(param, value))]
 
     @staticmethod
@@ -246,7 +253,10 @@ class RoutePlan:
         for field_name, key in param.query_model_keys:
             item = dumped.get(field_name)
             values = item if isinstance(item, list) else [item]
-            items.extend((key, _scalar_text(param, self.endpoint_name, v)) for v in values if v is not None)
+            texts = [_scalar_text(param, self.endpoint_name, v) for v in values if v is not None]
+            if isinstance(getattr(value, field_name, None), (set, frozenset)):
+                texts.sort()
+            items.extend((key, text) for text in texts)
         return items
 
     def _argument_error(self, exc: ValidationError) -> TaskArgumentError:
@@ -273,6 +283,73 @@ class RoutePlan:
 
 
 _JSON_SCALAR: TypeAdapter[Any] = TypeAdapter(Any)
+
+
+class _SortedSet(set):  # type: ignore[type-arg]
+    """A set that iterates in sorted order: how a body's sets are written (see `_canonical`)."""
+
+    __slots__ = ()
+
+    def __iter__(self) -> Any:
+        return iter(sorted(set.__iter__(self), key=_sort_key))
+
+
+class _SortedFrozenSet(frozenset):  # type: ignore[type-arg]
+    """A frozenset that iterates in sorted order."""
+
+    __slots__ = ()
+
+    def __iter__(self) -> Any:
+        return iter(sorted(frozenset.__iter__(self), key=_sort_key))
+
+
+def _sort_key(item: Any) -> tuple[int, Any]:
+    """A total, process-independent order: numbers, then strings, then bytes, then anything by its JSON."""
+    if isinstance(item, (int, float)) and not isinstance(item, bool):
+        return (1, item)
+    if isinstance(item, str):
+        return (2, item)
+    if isinstance(item, bytes):
+        return (3, item)
+    return (4, _JSON_SCALAR.dump_json(_canonical(item), fallback=repr))
+
+
+def _canonical(value: Any) -> Any:
+    """`value` with every set and frozenset, at any depth, replaced by one iterating in sorted order.
+
+    The serializers write a set in its iteration order, which for strings changes with the hash seed. The
+    given objects are never changed: containers and models holding a set are copied.
+    """
+    if isinstance(value, (str, bytes, int, float, type(None), enum.Enum)):
+        return value
+    if isinstance(value, set):
+        return _SortedSet(_canonical(item) for item in set.__iter__(value))
+    if isinstance(value, frozenset):
+        return _SortedFrozenSet(_canonical(item) for item in frozenset.__iter__(value))
+    if isinstance(value, BaseModel):
+        changed = {k: c for k, v in value.__dict__.items() if (c := _canonical(v)) is not v}
+        return value.model_copy(update=changed) if changed else value
+    if type(value) is dict:
+        pairs = {k: _canonical(v) for k, v in value.items()}
+        return pairs if any(pairs[k] is not value[k] for k in value) else value
+    if type(value) in (list, tuple):
+        items = [_canonical(item) for item in value]
+        if all(a is b for a, b in zip(items, value, strict=True)):
+            return value
+        return items if type(value) is list else tuple(items)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        changed = {
+            f.name: c
+            for f in dataclasses.fields(value)
+            if (c := _canonical(getattr(value, f.name, None))) is not getattr(value, f.name, None)
+        }
+        if not changed:
+            return value
+        duplicate = copy.copy(value)
+        for name, item in changed.items():
+            object.__setattr__(duplicate, name, item)
+        return duplicate
+    return value
 
 
 def _scalar_text(param: _Param, endpoint: str, item: Any) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 from fastapi.routing import APIRoute
 from google.cloud import scheduler_v1, tasks_v2
 
-from fastapi_gcp_tasks.build._job import JobConfig, JobSync
+from fastapi_gcp_tasks.build._job import JobConfig, JobSync, claim_job, release_job
 from fastapi_gcp_tasks.build._plan import RoutePlan
 from fastapi_gcp_tasks.build._task import DelayConfig, Delayer
 from fastapi_gcp_tasks.exception import RouteDefinitionError
@@ -180,9 +180,17 @@ class _DelayHandle:
 class ScheduleHandle:
     """What `endpoint.scheduler(...)` returns: `.schedule(**values)` and `.delete()` for one job."""
 
-    def __init__(self, sync: JobSync, *, is_async: bool) -> None:
+    def __init__(self, sync: JobSync, *, is_async: bool, owner: Any = None, new_claim: bool = False) -> None:
         self.job_sync = sync
         self.is_async = is_async
+        self._owner = owner
+        self._new_claim = new_claim
+
+    def _release(self) -> None:
+        """Give up the claim on the job id made by `.scheduler()` (a declaration that failed afterwards)."""
+        if self._new_claim and self._owner is not None:
+            release_job(self.job_name, self._owner)
+            self._new_claim = False
 
     @property
     def job_name(self) -> str:
@@ -215,7 +223,7 @@ def scheduled_route_class(
     poison_policy: PoisonPolicy | None = None,
 ) -> type[APIRoute]:
     """The route class returned by `ScheduledRouteBuilder` / `AsyncScheduledRouteBuilder`."""
-    JobConfig.create(name="check", schedule="* * * * *", options=builder_options)
+    JobConfig.create(name="check", schedule="* * * * *", options=builder_options, label="ScheduledRouteBuilder")
 
     def sources(chosen: Any) -> dict[str, Any]:
         if is_async:
@@ -235,12 +243,19 @@ def scheduled_route_class(
             _attach(self, {"scheduler": self.task_scheduler})
 
         def task_scheduler(self, *, name: str = "", schedule: str, **options: Any) -> ScheduleHandle:
-            """`endpoint.scheduler(name=..., schedule=..., ...)`: the job for this endpoint."""
+            """`endpoint.scheduler(name=..., schedule=..., ...)`: the job for this endpoint.
+
+            Without `name` the job id is the route's unique id, as in fastapi-gcp-tasks 0.3. A job id that
+            another live endpoint already declared in the same location is refused (`param="name"`).
+            """
             merged = {**builder_options, **options}
             if "base_url" in options and "callback_base_url" not in options:
                 merged.pop("callback_base_url", None)
             config = JobConfig.create(name=name or self.unique_id, schedule=schedule, options=merged)
+            new_claim = claim_job(config.job_name, self)
             chosen = sources(options["client"]) if options.get("client") is not None else default_sources
-            return ScheduleHandle(JobSync(self.task_plan, config, **chosen), is_async=is_async)
+            return ScheduleHandle(
+                JobSync(self.task_plan, config, **chosen), is_async=is_async, owner=self, new_claim=new_claim
+            )
 
     return ScheduledTaskRoute

@@ -24,8 +24,8 @@ from typing import ParamSpec, Protocol, TypedDict, TypeVar, cast
 from google.cloud import scheduler_v1, tasks_v2
 from typing_extensions import Unpack
 
-from fastapi_gcp_tasks.dispatch._sink import TaskSink
 from fastapi_gcp_tasks.build._hooks import DelayedTaskHook, ScheduledHook
+from fastapi_gcp_tasks.dispatch._sink import TaskSink
 
 __all__ = [
     "AsyncDelayOptions",

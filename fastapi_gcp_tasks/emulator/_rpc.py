@@ -5,30 +5,26 @@ loop of the emulator's gRPC server, as do the timers and the deliveries; the ser
 Calls from other threads (`Emulator.reset()`, `Emulator.is_idle()`) are marshalled onto that loop by
 `Emulator`. A handler that must wait starts an asyncio task instead of blocking.
 
-Google's limits come from `fastapi_gcp_tasks._limits`; this module only applies them.
+Google's limits come from `fastapi_gcp_tasks._limits`, and the checks of what the services refuse from
+`fastapi_gcp_tasks.build._job_checks`, which the library uses too; this module turns their refusals into
+INVALID_ARGUMENT.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
 import grpc
 from google.protobuf import duration_pb2
 from google.protobuf.message import DecodeError
 from google.rpc import code_pb2  # type: ignore[import-untyped, unused-ignore]
 
-from fastapi_gcp_tasks._limits import (
-    BODY_METHODS,
-    MAX_DISPATCH_DEADLINE,
-    MAX_HEADER_BYTES,
-    MAX_URL_LENGTH,
-    MIN_DISPATCH_DEADLINE,
-)
+from fastapi_gcp_tasks.build import _job_checks as _checks
+from fastapi_gcp_tasks.build._job_checks import METHODS, POST
 from fastapi_gcp_tasks.emulator._types import DeliveryResult
+from fastapi_gcp_tasks.exception import TaskLimitError
 
 __all__ = [
     "METHODS",
@@ -46,13 +42,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("fastapi_gcp_tasks.emulator")
-
-POST = 1
-METHODS: Mapping[int, str] = {1: "POST", 2: "GET", 3: "HEAD", 4: "PUT", 5: "DELETE", 6: "PATCH", 7: "OPTIONS"}
-"""`HttpMethod` numbers to names; `google.cloud.tasks.v2` and `google.cloud.scheduler.v1` number them alike."""
-
-_MAX_DURATION_SECONDS = 315_576_000_000
-"""The largest `google.protobuf.Duration` (10,000 years)."""
 
 
 # -- errors and handlers -------------------------------------------------------------------------------------------
@@ -186,90 +175,29 @@ def duration(value: float) -> Any:
 
 def check_duration(value: Any, field: str) -> float:
     """A non-negative, well-formed Duration in seconds; INVALID_ARGUMENT naming `field` otherwise."""
-    whole, nanos = value.seconds, value.nanos
-    if not (0 <= whole <= _MAX_DURATION_SECONDS and 0 <= nanos < 1_000_000_000):
-        raise invalid(f"{field} must be a non-negative duration, got {whole}s {nanos}ns")
-    return float(whole) + float(nanos) / 1e9
+    try:
+        return _checks.check_duration(value, field)
+    except TaskLimitError as exc:
+        raise invalid(str(exc)) from None
 
 
 def check_deadline(value: Any, field: str) -> float:
     """An HTTP target's deadline in seconds, 15 s to 30 min (`dispatch_deadline`, `attempt_deadline`)."""
-    deadline = check_duration(value, field)
-    if not MIN_DISPATCH_DEADLINE <= deadline <= MAX_DISPATCH_DEADLINE:
-        raise invalid(f"{field} must be between 15 s and 30 min, got {deadline:g} s")
-    return deadline
+    try:
+        return _checks.check_deadline(value, field)
+    except TaskLimitError as exc:
+        raise invalid(str(exc)) from None
 
 
 # -- HTTP targets ------------------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=4096)
-def _url_problem(url: str) -> str | None:
-    """Why the services would refuse `url`, or None; cached because the tasks of one app share a few URLs."""
-    if not url:
-        return "is required"
-    if len(url) > MAX_URL_LENGTH:
-        return f"is {len(url)} characters long; at most {MAX_URL_LENGTH} are allowed"
-    if not url[:8].lower().startswith(("http://", "https://")):
-        return f"{url!r} must be an absolute http:// or https:// URL"
-    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in url):
-        return f"{url!r} contains whitespace or control characters"
-    try:
-        parts = urlsplit(url)
-        hostname = parts.hostname
-        _ = parts.port
-    except ValueError as exc:
-        return f"{url!r} is not a valid URL: {exc}"
-    if not hostname:
-        return f"{url!r} has no host"
-    return None
-
-
-def _header_problem(name: str, value: str) -> str | None:
-    if not name or any(c not in _TOKEN_CHARS for c in name):
-        return f"{name!r} is not a valid header name"
-    if any((ord(c) < 0x20 and c != "\t") or ord(c) == 0x7F for c in value):
-        return f"[{name!r}] contains control characters"
-    return None
-
-
-_TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
-
-
 def check_http_target(target: Any, prefix: str, url_field: str) -> str:
-    """Check an HTTP target as both services do; returns the method's name. INVALID_ARGUMENT otherwise.
+    """Check an HTTP target as both services do (`build._job_checks.check_http_target`); returns the method's name.
 
-    `target` is a Cloud Tasks `HttpRequest` or a Cloud Scheduler `HttpTarget`, `prefix` names it in the
-    messages (`task.http_request`, `http_target`) and `url_field` is its URL field (`url`, `uri`). The URL
-    must be an absolute http(s) URL of at most 2,083 characters with a host; a body needs POST, PUT or
-    PATCH; header names are HTTP tokens, values carry no control characters, and all of them stay under
-    80 KB; an OIDC or OAuth token names a service account.
+    INVALID_ARGUMENT with the check's message otherwise.
     """
-    url: str = getattr(target, url_field)
-    http_method: int = target.http_method
-    headers: Mapping[str, str] = target.headers
-    body: bytes = target.body
-    kind = target.WhichOneof("authorization_header")
-    problem = _url_problem(url)
-    if problem is not None:
-        raise invalid(f"{prefix}.{url_field} {problem}")
-    method = METHODS.get(http_method or POST)
-    if method is None:
-        raise invalid(f"{prefix}.http_method {http_method} is not a valid HttpMethod")
-    if body and method not in BODY_METHODS:
-        raise invalid(f"{prefix}.body is only allowed with POST, PUT or PATCH, not {method}")
-    size = 0
-    for name, value in headers.items():
-        problem = _header_problem(name, value)
-        if problem is not None:
-            raise invalid(f"{prefix}.headers{'' if problem.startswith('[') else ': '}{problem}")
-        size += len(name.encode()) + len(value.encode())
-    if size >= MAX_HEADER_BYTES:
-        raise invalid(f"{prefix}.headers total {size} bytes; they must stay under 80 KB ({MAX_HEADER_BYTES} bytes)")
-    if kind is not None:
-        email = getattr(target, kind).service_account_email
-        if not email:
-            raise invalid(f"{prefix}.{kind}.service_account_email is required")
-        if "@" not in email:
-            raise invalid(f"{prefix}.{kind}.service_account_email {email!r} is not a service account email")
-    return method
+    try:
+        return _checks.check_http_target(target, prefix, url_field)
+    except TaskLimitError as exc:
+        raise invalid(str(exc)) from None

@@ -43,19 +43,13 @@ from google.protobuf import empty_pb2, field_mask_pb2, timestamp_pb2
 
 from fastapi_gcp_tasks._limits import (
     BODY_METHODS,
-    ID_PATTERN,
-    MIN_DISPATCH_DEADLINE,
-    SCHEDULER_APP_ENGINE_MAX_ATTEMPT_DEADLINE,
     SCHEDULER_DEFAULT_ATTEMPT_DEADLINE,
     SCHEDULER_LIST_PAGE_SIZE,
-    SCHEDULER_MAX_BACKOFF,
-    SCHEDULER_MAX_DESCRIPTION,
-    SCHEDULER_MAX_DOUBLINGS,
-    SCHEDULER_MAX_JOB_BYTES,
-    SCHEDULER_MAX_RETRY_COUNT,
-    SCHEDULER_MIN_BACKOFF,
 )
-from fastapi_gcp_tasks.build._cron import CronSchedule, parse_time_zone
+from fastapi_gcp_tasks.build._cron import CronSchedule
+from fastapi_gcp_tasks.build._job_checks import JOB_NAME, PARENT, validate_job
+from fastapi_gcp_tasks.build._job_checks import clear_output as _clear_output
+from fastapi_gcp_tasks.build._job_checks import normalise_job as _normalise
 from fastapi_gcp_tasks.emulator._delivery import deliver_on_clock, logger
 from fastapi_gcp_tasks.emulator._rpc import (
     METHODS,
@@ -64,7 +58,6 @@ from fastapi_gcp_tasks.emulator._rpc import (
     attempt_status,
     backoff,
     check_deadline,
-    check_duration,
     check_http_target,
     invalid,
     seconds,
@@ -81,13 +74,9 @@ _Job = scheduler_v1.Job.pb()
 _ENABLED = int(scheduler_v1.Job.State.ENABLED)
 _PAUSED = int(scheduler_v1.Job.State.PAUSED)
 
-_PARENT = re.compile(r"projects/[A-Za-z0-9:.\-]{1,100}/locations/[A-Za-z0-9\-]{1,63}")
-_JOB_NAME = re.compile(rf"(?P<parent>{_PARENT.pattern})/jobs/(?P<id>{ID_PATTERN.pattern})")
-_TOPIC = re.compile(r"projects/[A-Za-z0-9:.\-]{1,100}/topics/[A-Za-z][A-Za-z0-9\-_.~+%]{2,254}")
+_PARENT = PARENT
+_JOB_NAME = JOB_NAME
 _REPLACED_HEADERS = ("host", "content-length", "user-agent", "x-google-", "x-appengine-", "x-cloudscheduler")
-
-_MAX_DOUBLINGS_ACCEPTED = 16
-"""The emulator's bound on `retry_config.max_doublings` (Google documents the default, 5, but no maximum)."""
 
 _UPDATABLE = frozenset(
     {
@@ -162,87 +151,19 @@ def _rfc3339(value: dt.datetime) -> str:
 
 
 def _validate_http_target(target: Any, deadline: Any | None) -> None:
+    """An HTTP target and its `attempt_deadline` as `_validate` checks them; INVALID_ARGUMENT otherwise."""
     check_http_target(target, "http_target", "uri")
     if deadline is not None:
         check_deadline(deadline, "attempt_deadline")
 
 
 def _validate(job: Any) -> tuple[CronSchedule, dt.tzinfo]:
-    """Check a normalised job as the real service would; INVALID_ARGUMENT with the reason."""
-    if len(job.description) > SCHEDULER_MAX_DESCRIPTION:
-        raise invalid(f"description is longer than {SCHEDULER_MAX_DESCRIPTION} characters")
-    if not job.schedule:
-        raise invalid("schedule is required")
+    """Check a normalised job as the real service would (`build._job_checks`, which the library applies
+    when a job is declared); INVALID_ARGUMENT with the reason."""
     try:
-        cron = CronSchedule.parse(job.schedule)
-        tz = parse_time_zone(job.time_zone)
+        return validate_job(job)
     except TaskLimitError as exc:
         raise invalid(str(exc)) from None
-    kind = job.WhichOneof("target")
-    if kind is None:
-        raise invalid("a job needs a target: http_target, pubsub_target or app_engine_http_target")
-    deadline = job.attempt_deadline if job.HasField("attempt_deadline") else None
-    if kind == "http_target":
-        _validate_http_target(job.http_target, deadline)
-    elif kind == "pubsub_target":
-        if _TOPIC.fullmatch(job.pubsub_target.topic_name) is None:
-            raise invalid(
-                f"pubsub_target.topic_name={job.pubsub_target.topic_name!r} is not projects/PROJECT_ID/topics/TOPIC_ID"
-            )
-    else:
-        target = job.app_engine_http_target
-        if target.relative_uri and not target.relative_uri.startswith("/"):
-            raise invalid("app_engine_http_target.relative_uri must start with '/'")
-        if target.http_method and target.http_method not in METHODS:
-            raise invalid(f"app_engine_http_target.http_method={target.http_method} is not an HTTP method")
-        seconds_ = check_duration(deadline, "attempt_deadline") if deadline is not None else 0.0
-        if seconds_ and not MIN_DISPATCH_DEADLINE <= seconds_ <= SCHEDULER_APP_ENGINE_MAX_ATTEMPT_DEADLINE:
-            raise invalid("attempt_deadline must be 0 or between 15 seconds and 24 hours 15 seconds for App Engine")
-    retry = job.retry_config
-    if not 0 <= retry.retry_count <= SCHEDULER_MAX_RETRY_COUNT:
-        raise invalid(
-            f"retry_config.retry_count must be between 0 and {SCHEDULER_MAX_RETRY_COUNT}, got {retry.retry_count}"
-        )
-    if not 0 <= retry.max_doublings <= _MAX_DOUBLINGS_ACCEPTED:
-        raise invalid(
-            f"retry_config.max_doublings must be between 0 and {_MAX_DOUBLINGS_ACCEPTED}, got {retry.max_doublings}"
-        )
-    check_duration(retry.max_retry_duration, "retry_config.max_retry_duration")
-    low = check_duration(retry.min_backoff_duration, "retry_config.min_backoff_duration")
-    high = check_duration(retry.max_backoff_duration, "retry_config.max_backoff_duration")
-    for name, value in (("min_backoff_duration", low), ("max_backoff_duration", high)):
-        if value > SCHEDULER_MAX_BACKOFF:
-            raise invalid(f"retry_config.{name} must be at most 1 hour, got {value}s")
-    if low > high:
-        raise invalid("retry_config.min_backoff_duration must not exceed max_backoff_duration")
-    if job.ByteSize() > SCHEDULER_MAX_JOB_BYTES:
-        raise invalid("a job may be at most 1 MB")
-    return cron, tz
-
-
-def _normalise(job: Any) -> None:
-    """Fill the defaults the service shows on a stored job."""
-    kind = job.WhichOneof("target")
-    if kind == "http_target" and not job.http_target.http_method:
-        job.http_target.http_method = POST
-    if kind == "app_engine_http_target" and not job.app_engine_http_target.http_method:
-        job.app_engine_http_target.http_method = POST
-    if kind == "http_target" and not job.HasField("attempt_deadline"):
-        job.attempt_deadline.seconds = int(SCHEDULER_DEFAULT_ATTEMPT_DEADLINE)
-    retry = job.retry_config
-    if not retry.HasField("min_backoff_duration"):
-        retry.min_backoff_duration.seconds = int(SCHEDULER_MIN_BACKOFF)
-    if not retry.HasField("max_backoff_duration"):
-        retry.max_backoff_duration.seconds = int(SCHEDULER_MAX_BACKOFF)
-    if not retry.HasField("max_retry_duration"):
-        retry.max_retry_duration.SetInParent()
-    if not retry.max_doublings:
-        retry.max_doublings = SCHEDULER_MAX_DOUBLINGS
-
-
-def _clear_output(job: Any) -> None:
-    for name in ("user_update_time", "state", "status", "schedule_time", "last_attempt_time"):
-        job.ClearField(name)
 
 
 def _parse_job_name(name: str) -> re.Match[str]:

@@ -5,15 +5,23 @@ APP is `module:attribute`, where the attribute is a `Schedules` registry or an a
 environment variable (`FASTAPI_GCP_TASKS_SCHEDULES_...`).
 
 Exit codes: 0 done or nothing to do; 1 the plan is not empty (`plan --exit-code`, `sync --dry-run`);
-2 an error (APP not found, a declaration refused, Cloud Scheduler refused or unreachable).
+2 an error, reported on one line of stderr without a traceback (`--debug` adds it): APP cannot be loaded,
+a declaration refused, no Google credentials, Cloud Scheduler refused the request or could not be
+reached within `--timeout` seconds (every call and its retries, for the whole command).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
+import math
 import os
 import sys
+import threading
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from fastapi_gcp_tasks._cli_options import env_option
@@ -22,12 +30,37 @@ from fastapi_gcp_tasks.transport._clients import EMULATOR_HOST_ENV
 __all__ = ["register"]
 
 _ENV = "FASTAPI_GCP_TASKS_SCHEDULES_"
+PROG = "fastapi-gcp-tasks schedules"
 PENDING = 1
 ERROR = 2
+DEFAULT_TIMEOUT = 60.0
+"""Seconds the whole command may take by default (`--timeout`)."""
+WATCHDOG_GRACE = 5.0
+"""Seconds after `--timeout` before a command stuck outside a call (importing APP, finding credentials) is stopped."""
+SERVICE_ADDRESS = "cloudscheduler.googleapis.com"
 
 
 class _CommandError(Exception):
     """A failure to report on one line and exit with status 2."""
+
+
+class LoadError(_CommandError):
+    """APP could not be imported, or does not name a `Schedules` registry; the cause is `__cause__`."""
+
+    def __init__(self, app: str, cause: BaseException) -> None:
+        super().__init__(f"cannot load APP {app!r}: {type(cause).__name__}: {cause}")
+        self.app = app
+        self.cause = cause
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text!r}")
+    return value
 
 
 def register(subparsers: Any) -> None:
@@ -61,6 +94,31 @@ def register(subparsers: Any) -> None:
         "--emulator-host",
         env=EMULATOR_HOST_ENV,
         help="host:port of the emulator, for registries using the default client",
+    )
+    env_option(
+        common,
+        "--timeout",
+        env=_ENV + "TIMEOUT",
+        default=DEFAULT_TIMEOUT,
+        type=_seconds,
+        metavar="SECONDS",
+        help=f"seconds the whole command may take, every call to Cloud Scheduler and its retries included; "
+        f"an unreachable service is reported within it (default: {DEFAULT_TIMEOUT:g})",
+    )
+    env_option(
+        common,
+        "--format",
+        env=_ENV + "FORMAT",
+        default="text",
+        choices=("text", "json"),
+        help="output: text for people (default), json for machines (see the schedules guide for the schema)",
+    )
+    env_option(
+        common,
+        "--debug",
+        env=_ENV + "DEBUG",
+        action="store_true",
+        help="print the traceback of an error too",
     )
 
     plan = commands.add_parser("plan", parents=[common], help="show what a sync would create, update and delete")
@@ -112,7 +170,7 @@ def register(subparsers: Any) -> None:
 def _plan(args: argparse.Namespace) -> int:
     def run(schedules: Any) -> int:
         plan = schedules.plan()
-        print(plan.render(verbose=args.verbose))
+        _emit(args, plan.render(verbose=args.verbose), plan.to_dict)
         return PENDING if args.exit_code and not plan.empty else 0
 
     return _guarded(args, run)
@@ -121,14 +179,16 @@ def _plan(args: argparse.Namespace) -> int:
 def _sync(args: argparse.Namespace) -> int:
     def run(schedules: Any) -> int:
         plan = schedules.sync(dry_run=args.dry_run)
-        print(plan.render(verbose=args.verbose))
         if args.dry_run:
-            print("Dry run: nothing was written.")
+            text = f"{plan.render(verbose=args.verbose)}\nDry run: nothing was written."
+        else:
+            text = (
+                f"{plan.render(verbose=args.verbose)}\nSynced: {len(plan.creates)} created, "
+                f"{len(plan.updates)} updated, {len(plan.deletes)} deleted, {len(plan.unchanged)} unchanged."
+            )
+        _emit(args, text, lambda: {**plan.to_dict(), "dry_run": bool(args.dry_run)})
+        if args.dry_run:
             return 0 if plan.empty else PENDING
-        print(
-            f"Synced: {len(plan.creates)} created, {len(plan.updates)} updated, "
-            f"{len(plan.deletes)} deleted, {len(plan.unchanged)} unchanged."
-        )
         return 0
 
     return _guarded(args, run)
@@ -136,27 +196,120 @@ def _sync(args: argparse.Namespace) -> int:
 
 def _operate(args: argparse.Namespace) -> int:
     def run(schedules: Any) -> int:
-        method = getattr(schedules, args.schedules_command)
-        job = method(args.name)
-        state = type(job).State(job.state).name if args.schedules_command != "run" else "started a run"
-        print(f"{job.name}: {state}")
+        action = args.schedules_command
+        job = getattr(schedules, action)(args.name)
+        state = type(job).State(job.state).name
+        text = f"{job.name}: {state if action != 'run' else 'started a run'}"
+        _emit(args, text, lambda: {"job": job.name, "action": action, "state": state})
         return 0
 
     return _guarded(args, run)
 
 
-def _guarded(args: argparse.Namespace, run: Any) -> int:
-    from fastapi_gcp_tasks.exception import FastAPIGCPTasksError
+def _emit(args: argparse.Namespace, text: str, data: Callable[[], dict[str, Any]]) -> None:
+    if args.format == "json":
+        print(json.dumps(data(), indent=2, ensure_ascii=False))
+    else:
+        print(text)
 
+
+def _guarded(args: argparse.Namespace, run: Callable[[Any], int]) -> int:
+    """Load APP and run the command within `--timeout`; any error is one line on stderr and exit status 2."""
+    from fastapi_gcp_tasks.transport._scheduler import deadline
+
+    watchdog = _Watchdog(args.timeout)
+    schedules: Any = None
     try:
-        return int(run(load(args.app, app_dir=args.app_dir, emulator_host=args.emulator_host)))
-    except (_CommandError, FastAPIGCPTasksError) as exc:
-        print(f"fastapi-gcp-tasks schedules {args.schedules_command}: {exc}", file=sys.stderr)
+        with watchdog.armed(), deadline(args.timeout):
+            watchdog.doing = f"loading APP {_shown(args.app)!r}"
+            schedules = load(args.app, app_dir=args.app_dir, emulator_host=args.emulator_host)
+            watchdog.doing = f"calling {_service(schedules)}"
+            return int(run(schedules))
+    except Exception as exc:  # noqa: BLE001 - every error is one line and status 2; --debug adds the traceback
+        if args.debug:
+            traceback.print_exception(exc, file=sys.stderr)
+        print(f"{PROG}: {_one_line(_describe(exc, schedules, args.timeout))}", file=sys.stderr)
         return ERROR
 
 
+def _describe(exc: Exception, schedules: Any, timeout: float) -> str:
+    """The one line that says what went wrong, where, and what to do."""
+    from google.auth.exceptions import DefaultCredentialsError
+
+    from fastapi_gcp_tasks.exception import FastAPIGCPTasksError, SendError
+    from fastapi_gcp_tasks.transport._errors import classify
+
+    if isinstance(exc, _CommandError):
+        return str(exc)
+    if isinstance(exc, DefaultCredentialsError):
+        return (
+            f"no Google credentials to call {_service(schedules)} ({type(exc).__name__}: {exc}). "
+            "Run `gcloud auth application-default login` (or set GOOGLE_APPLICATION_CREDENTIALS), "
+            f"or point the CLI at the emulator with --emulator-host or {EMULATOR_HOST_ENV}"
+        )
+    if isinstance(exc, SendError):
+        code = classify(exc.__cause__) if isinstance(exc.__cause__, Exception) else None
+        if code is not None and code.name in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
+            return f"cannot reach {_service(schedules)} (timeout {timeout:g}s): {exc}"
+        return f"{_service(schedules)}: {exc}"
+    if isinstance(exc, FastAPIGCPTasksError):
+        return str(exc)
+    return f"unexpected {type(exc).__name__}: {exc} (a bug? --debug shows the traceback)"
+
+
+def _service(schedules: Any) -> str:
+    """Cloud Scheduler and its address: the emulator's when one is set, else Google's."""
+    from fastapi_gcp_tasks.transport import _clients
+
+    if schedules is not None and getattr(schedules, "_client", None) not in (None, _clients._shared_scheduler):
+        return "Cloud Scheduler (through the registry's own client)"
+    emulator = os.environ.get(EMULATOR_HOST_ENV)
+    return f"the Cloud Scheduler emulator at {emulator}" if emulator else f"Cloud Scheduler at {SERVICE_ADDRESS}"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _shown(app: str | None) -> str:
+    module_name, _, attribute = (app or "").partition(":")
+    return f"{module_name}:{attribute or 'schedules'}"
+
+
+class _Watchdog:
+    """Stops the process with status 2 when the command outlives `--timeout` by `WATCHDOG_GRACE` seconds.
+
+    Calls to Cloud Scheduler end by the deadline on their own; this catches what no deadline reaches
+    (an import that hangs, a credentials lookup probing for a metadata server).
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.doing = "starting"
+
+    @contextmanager
+    def armed(self) -> Iterator[None]:
+        timer = threading.Timer(self.timeout + WATCHDOG_GRACE, self._expire)
+        timer.daemon = True
+        timer.start()
+        try:
+            yield
+        finally:
+            timer.cancel()
+
+    def _expire(self) -> None:
+        sys.stdout.flush()
+        print(f"{PROG}: timed out after {self.timeout:g}s (--timeout) while {self.doing}", file=sys.stderr)
+        sys.stderr.flush()
+        os._exit(ERROR)
+
+
 def load(app: str | None, *, app_dir: str = ".", emulator_host: str | None = None) -> Any:
-    """Import APP and return the `Schedules` registry it names."""
+    """Import APP and return the `Schedules` registry it names.
+
+    Raises `LoadError` (the cause chained) for any failure: the module cannot be imported or raises while
+    importing (a syntax error, a declaration refused, ...), the attribute is missing or is not a registry.
+    """
     from fastapi_gcp_tasks.schedules._schedules import Schedules
 
     if not app:
@@ -165,23 +318,23 @@ def load(app: str | None, *, app_dir: str = ".", emulator_host: str | None = Non
         os.environ[EMULATOR_HOST_ENV] = emulator_host
     module_name, _, attribute = app.partition(":")
     attribute = attribute or "schedules"
+    shown = f"{module_name}:{attribute}"
     path = os.path.abspath(app_dir)
     if path not in sys.path:
         sys.path.insert(0, path)
     try:
         target: Any = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise _CommandError(f"cannot import {module_name!r} from {path}: {exc}") from exc
+    except (Exception, SystemExit) as exc:
+        raise LoadError(shown, exc) from exc
     for part in attribute.split("."):
         try:
             target = getattr(target, part)
-        except AttributeError:
-            raise _CommandError(f"{module_name!r} has no attribute {attribute!r}") from None
+        except AttributeError as exc:
+            raise LoadError(shown, exc) from exc
     if isinstance(target, Schedules):
         return target
     found = getattr(getattr(target, "state", None), "schedules", None)
     if isinstance(found, Schedules):
         return found
-    raise _CommandError(
-        f"{app!r} is {type(target).__name__}, neither a Schedules registry nor an app with state.schedules"
-    )
+    wrong = TypeError(f"{type(target).__name__} object, neither a Schedules registry nor an app with state.schedules")
+    raise LoadError(shown, wrong)

@@ -17,7 +17,7 @@ from google.cloud import scheduler_v1
 
 from fastapi_gcp_tasks.build._job import _comparable, changed_fields
 
-__all__ = ["Action", "FieldChange", "JobChange", "Plan", "compute_plan"]
+__all__ = ["PLAN_FORMAT_VERSION", "Action", "FieldChange", "JobChange", "Plan", "compute_plan"]
 
 
 class Action(enum.Enum):
@@ -74,7 +74,28 @@ class JobChange:
             head += f"  {job.schedule} ({job.time_zone or 'UTC'}) {method} {target.uri}"
         if self.paused:
             head += "  [paused]"
-        return [head, *(f"    {change}" for change in self.fields)]
+        return [head, *(f"    {change}" for change in sorted(self.fields, key=_by_path))]
+
+    def to_dict(self) -> dict[str, Any]:
+        """This change for `Plan.to_dict()`."""
+        if self.action is Action.UPDATE:
+            fields = sorted(self.fields, key=_by_path)
+        elif self.action is Action.CREATE and self.desired is not None:
+            fields = [FieldChange(path, None, value) for path, value in _job_fields(self.desired)]
+        elif self.action is Action.DELETE and self.current is not None:
+            fields = [FieldChange(path, value, None) for path, value in _job_fields(self.current)]
+        else:
+            fields = []
+        return {
+            "action": self.action.value,
+            "job_id": self.job_id,
+            "paused": self.paused,
+            "fields": [{"field": f.path, "current": _json(f.old), "desired": _json(f.new)} for f in fields],
+        }
+
+
+def _by_path(change: FieldChange) -> str:
+    return change.path
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -122,15 +143,51 @@ class Plan:
         )
 
     def render(self, *, verbose: bool = False) -> str:
-        """The plan as text, one job per line (unchanged jobs only when `verbose`)."""
+        """The plan as text, one job per line (unchanged jobs only when `verbose`).
+
+        Stable, so two runs on the same declarations and jobs can be diffed: jobs in job id order, an
+        update's fields in path order, no times, no service address.
+        """
         lines = [f"Cloud Scheduler jobs {self.prefix}* in {self.location_path}:"]
-        for change in self.changes:
+        for change in sorted(self.changes, key=_by_job_id):
             if verbose or change.action is not Action.UNCHANGED:
                 lines.extend(change.describe())
         if self.empty:
             lines.append("  nothing to do")
         lines.append(f"Plan: {self.summary()}.")
         return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plan for machines (`schedules plan --format json`), stable like `render()`; every value is JSON.
+
+        `{"version": 1, "location": ..., "prefix": ..., "changes": [{"action": "create|update|delete|unchanged",
+        "job_id": ..., "paused": bool, "fields": [{"field": ..., "current": ..., "desired": ...}]}],
+        "summary": {"create": N, "update": N, "delete": N, "unchanged": N, "empty": bool}}`. Changes are in job
+        id order, fields in path order. An update lists the fields that differ; a create every field of the
+        declared job (`current` null), a delete every field of the listed one (`desired` null), both as the sync
+        compares them (output-only fields left out, Cloud Scheduler's defaults filled in); unchanged, none.
+        """
+        return {
+            "version": PLAN_FORMAT_VERSION,
+            "location": self.location_path,
+            "prefix": self.prefix,
+            "changes": [change.to_dict() for change in sorted(self.changes, key=_by_job_id)],
+            "summary": {
+                "create": len(self.creates),
+                "update": len(self.updates),
+                "delete": len(self.deletes),
+                "unchanged": len(self.unchanged),
+                "empty": self.empty,
+            },
+        }
+
+
+PLAN_FORMAT_VERSION = 1
+"""The version of `Plan.to_dict()`'s layout; it changes only when a key is renamed or removed."""
+
+
+def _by_job_id(change: JobChange) -> str:
+    return change.job_id
 
 
 def compute_plan(
@@ -186,6 +243,24 @@ def _leaves(job: scheduler_v1.Job) -> dict[str, Any]:
     flat: dict[str, Any] = {}
     _flatten(as_dict, "", flat)
     return flat
+
+
+def _job_fields(job: scheduler_v1.Job) -> list[tuple[str, Any]]:
+    """Every leaf of `job` that a sync compares (under the updatable fields), as it compares them, in path order."""
+    compared = set(changed_fields(job, job, force=True))
+    leaves = _leaves(_comparable(job))
+    return [(path, leaves[path]) for path in sorted(leaves) if path.split(".", 1)[0] in compared]
+
+
+def _json(value: Any) -> Any:
+    """`value` as JSON: to_dict() leaves already are, except bytes (none in a Job today) and other odd types."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_json(item) for item in value]
+    if isinstance(value, dict):
+        return {str(key): _json(value[key]) for key in sorted(value, key=str)}
+    return str(value)
 
 
 def _flatten(value: Any, path: str, into: dict[str, Any]) -> None:

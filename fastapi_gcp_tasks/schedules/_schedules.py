@@ -20,13 +20,16 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import gc
+import threading
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from google.cloud import scheduler_v1
 
 from fastapi_gcp_tasks._limits import MAX_ID_LENGTH
-from fastapi_gcp_tasks.build import _naming
+from fastapi_gcp_tasks.build import _job_checks, _naming
 from fastapi_gcp_tasks.build._job import validate_time_zone
 from fastapi_gcp_tasks.build._routes import ScheduleHandle
 from fastapi_gcp_tasks.exception import TaskArgumentError, TaskLimitError
@@ -45,6 +48,39 @@ __all__ = ["Action", "FieldChange", "JobChange", "Plan", "ScheduleEntry", "Sched
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
+
+_registries: weakref.WeakSet[Schedules] = weakref.WeakSet()
+"""Every live registry of this process, so that two cannot own overlapping job ids in one location."""
+_registries_lock = threading.Lock()
+
+
+def _overlapping(prefix: str, location_path: str) -> list[Schedules]:
+    return [
+        other
+        for other in list(_registries)
+        if other.location_path == location_path and (other.prefix.startswith(prefix) or prefix.startswith(other.prefix))
+    ]
+
+
+def _register(registry: Schedules) -> None:
+    """Track `registry`; refuse it when a live registry of the same location has an overlapping prefix."""
+    for attempt in range(2):
+        with _registries_lock:
+            clashes = _overlapping(registry.prefix, registry.location_path)
+            if not clashes:
+                _registries.add(registry)
+                return
+        if attempt == 0:
+            del clashes
+            gc.collect()  # a registry that is unreachable (a reloaded module, a finished test) no longer counts
+    message = (
+        f"prefix={registry.prefix!r} overlaps the prefix {clashes[0].prefix!r} of another registry in "
+        f"{registry.location_path}: each would delete the other's jobs on sync. Give every registry of a "
+        "location a prefix that is not a prefix of another's (billing- and shipping-, not billing- and "
+        "billing-eu-), or use separate locations"
+    )
+    del clashes  # the traceback must not keep the other registry alive
+    raise TaskArgumentError(message, param="prefix")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -67,7 +103,8 @@ class Schedules:
 
     The prefix is how a sync knows which jobs are its own: every job id in the location that starts with
     it and is not declared gets deleted. Give each app (and each environment sharing a project and
-    location) a prefix that no other app's prefix starts with.
+    location) a prefix that no other app's prefix starts with. Within one process this is enforced: a
+    registry whose prefix overlaps a live registry's in the same location is refused (`param="prefix"`).
     """
 
     def __init__(
@@ -98,9 +135,7 @@ class Schedules:
                 "prefix must be a non-empty string: it decides which jobs a sync may delete", param="prefix"
             )
         _naming.check_id(prefix, param="prefix", what="job id prefix")
-        if not isinstance(location_path, str) or not scheduler_v1.CloudSchedulerClient.parse_common_location_path(
-            location_path
-        ):
+        if not isinstance(location_path, str) or _job_checks.PARENT.fullmatch(location_path) is None:
             raise TaskArgumentError(
                 f"location_path must look like projects/P/locations/L, not {location_path!r}", param="location_path"
             )
@@ -117,6 +152,7 @@ class Schedules:
             async_client
         )
         self._entries: dict[str, ScheduleEntry] = {}
+        _register(self)
 
     # declaring -------------------------------------------------------------------------------------------------
 
@@ -137,8 +173,11 @@ class Schedules:
 
         `endpoint` is a function registered on a `ScheduledRouteBuilder` or `AsyncScheduledRouteBuilder`
         route; the job is built by its `.scheduler(...)` handle, with the builder's URL and pre-create hook.
-        Everything is checked now: the name, cron, time zone, retry and deadline settings, and `args`
-        against the endpoint's parameters. Raises `TaskArgumentError` (or a subclass) naming the parameter.
+        Everything is checked now, and the Job is built now: the name (required, not empty, not declared by
+        another endpoint), `args` against the endpoint's parameters, and everything Cloud Scheduler would
+        refuse (cron, time zone, retry and deadline bounds, description, headers, URL, size), with the
+        emulator's own checks. Raises `TaskArgumentError` (or a subclass) naming the parameter; a refused
+        entry is not added, so a sync never starts with one the service would refuse.
         """
         scheduler = getattr(endpoint, "scheduler", None)
         if not callable(scheduler):
@@ -146,6 +185,10 @@ class Schedules:
                 f"endpoint {getattr(endpoint, '__qualname__', endpoint)!r} is not a scheduled route: register it "
                 "on an APIRouter(route_class=ScheduledRouteBuilder(...)) before declaring its schedule",
                 param="endpoint",
+            )
+        if not isinstance(name, str) or not name:
+            raise TaskArgumentError(
+                f"name is required: a non-empty job name (the job id is {self.prefix!r} + name)", param="name"
             )
         _naming.check_id(name, param="name", what="job name")
         job_id = self.prefix + name
@@ -174,9 +217,12 @@ class Schedules:
                 param="endpoint",
             )
         values = dict(args or {})
-        entry = ScheduleEntry(
-            name=name, job_id=job_id, endpoint=endpoint, args=values, handle=handle, job=handle.job(**values)
-        )
+        try:
+            job = handle.job(**values)  # every check Cloud Scheduler would make, now: a sync never meets a bad entry
+        except BaseException:
+            handle._release()
+            raise
+        entry = ScheduleEntry(name=name, job_id=job_id, endpoint=endpoint, args=values, handle=handle, job=job)
         self._entries[job_id] = entry
         return entry
 

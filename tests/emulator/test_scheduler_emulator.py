@@ -131,9 +131,15 @@ def test_records_number_retries_and_a_deadline_on_the_manual_clock_is_deadline_e
     def fail() -> None:
         return None
 
+    cancelled: list[bool] = []
+
     @app.post("/hang")
     async def hang_forever() -> None:
-        await asyncio.sleep(3600)  # cancelled when the attempt's deadline passes on the manual clock
+        try:
+            await asyncio.sleep(3600)  # cancelled when the attempt's deadline passes on the manual clock
+        except asyncio.CancelledError:
+            cancelled.append(True)  # what docs/emulator-scheduler.md says of deliver_to=app
+            raise
 
     clock = ManualClock(dt.datetime(2026, 1, 5, 12, 0, tzinfo=dt.UTC))
     with Emulator(clock=clock, deliver_to=app) as emu:
@@ -170,3 +176,4 @@ def test_records_number_retries_and_a_deadline_on_the_manual_clock_is_deadline_e
         status = client.get_job(name=hanging.name).status
         assert status.code == 4, status  # DEADLINE_EXCEEDED
         assert emu.deliveries[-1].status is None
+        assert cancelled == [True]

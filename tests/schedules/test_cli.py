@@ -107,9 +107,20 @@ def test_plan_sync_and_operate_in_a_subprocess(emulator: Emulator) -> None:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["plan", "examples.schedules.nowhere"], "cannot import 'examples.schedules.nowhere'"),
-        (["plan", "examples.schedules.app:nothing"], "has no attribute 'nothing'"),
-        (["plan", "examples.schedules.app:logger"], "neither a Schedules registry nor an app with state.schedules"),
+        (
+            ["plan", "examples.schedules.nowhere"],
+            "cannot load APP 'examples.schedules.nowhere:schedules': ModuleNotFoundError: No module named",
+        ),
+        (
+            ["plan", "examples.schedules.app:nothing"],
+            "cannot load APP 'examples.schedules.app:nothing': AttributeError: module 'examples.schedules.app' "
+            "has no attribute 'nothing'",
+        ),
+        (
+            ["plan", "examples.schedules.app:logger"],
+            "cannot load APP 'examples.schedules.app:logger': TypeError: Logger object, neither a Schedules "
+            "registry nor an app with state.schedules",
+        ),
     ],
 )
 def test_a_bad_app_is_an_error_with_status_2(

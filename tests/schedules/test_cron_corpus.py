@@ -170,10 +170,11 @@ def library_writes(client: scheduler_v1.CloudSchedulerClient, tick: Any, schedul
 
 def library_refuses(tick: Any, schedule: str) -> None:
     """Both doors refuse `schedule` where they are called, naming the parameter; nothing is sent."""
+    name = f"route-{next(_ids)}"
     with pytest.raises(TaskLimitError) as info:
-        tick.scheduler(name=f"route-{next(_ids)}", schedule=schedule)
+        tick.scheduler(name=name, schedule=schedule)
     assert info.value.param == "schedule"
-    assert str(info.value).startswith(f"schedule={schedule!r}")
+    assert str(info.value).startswith(f"job {name!r}: schedule={schedule!r}")  # names the job, then the field
     with pytest.raises(TaskLimitError) as info:
         Schedules(prefix="corpus-", location_path=PARENT).add(tick, name=f"d-{next(_ids)}", schedule=schedule)
     assert info.value.param == "schedule"

@@ -35,6 +35,7 @@ class App:
     def __init__(self, address: str, *, prefix: str = "billing-", **overrides: dict[str, Any] | None) -> None:
         self.address = address
         self.calls: list[dict[str, Any]] = []
+        calls = self.calls  # the endpoints must not hold the App: a registry dropped by a test must really go
         router = APIRouter(
             route_class=ScheduledRouteBuilder(
                 location_path=LOCATION,
@@ -45,15 +46,15 @@ class App:
 
         @router.post("/invoices")
         def invoices(region: str, batch: int = 100) -> None:
-            self.calls.append({"job": "invoices", "region": region, "batch": batch})
+            calls.append({"job": "invoices", "region": region, "batch": batch})
 
         @router.get("/cleanup")
         def cleanup() -> None:
-            self.calls.append({"job": "cleanup"})
+            calls.append({"job": "cleanup"})
 
         @router.post("/report/{kind}")
         def report(kind: str) -> None:
-            self.calls.append({"job": "report", "kind": kind})
+            calls.append({"job": "report", "kind": kind})
 
         self.app = FastAPI()
         self.app.include_router(router)
