@@ -22,12 +22,6 @@ from google.api_core import exceptions as core
 from google.cloud import scheduler_v1
 from google.protobuf import duration_pb2
 
-from fastapi_gcp_tasks._limits import (
-    SCHEDULER_DEFAULT_ATTEMPT_DEADLINE,
-    SCHEDULER_MAX_BACKOFF,
-    SCHEDULER_MAX_DOUBLINGS,
-    SCHEDULER_MIN_BACKOFF,
-)
 from fastapi_gcp_tasks.build import _job_checks, _naming
 from fastapi_gcp_tasks.build._cron import CronSchedule, parse_time_zone
 from fastapi_gcp_tasks.build._plan import RoutePlan
@@ -58,13 +52,6 @@ _HTTP_METHODS = {
     "OPTIONS": scheduler_v1.HttpMethod.OPTIONS,
 }
 _SERVICE_HEADERS = frozenset({"user-agent", "x-cloudscheduler", "content-length"})
-_OUTPUT_ONLY = ("state", "status", "user_update_time", "schedule_time", "last_attempt_time")
-_RETRY_DEFAULTS = {
-    "max_retry_duration": dt.timedelta(0),
-    "min_backoff_duration": dt.timedelta(seconds=SCHEDULER_MIN_BACKOFF),
-    "max_backoff_duration": dt.timedelta(seconds=SCHEDULER_MAX_BACKOFF),
-}
-"""What Cloud Scheduler stores for retry settings left unset, so that they compare equal."""
 _UPDATABLE = ("description", "http_target", "schedule", "time_zone", "retry_config", "attempt_deadline")
 _JobPB = scheduler_v1.Job.pb()
 _MAX_SECONDS = 1e12
@@ -430,20 +417,13 @@ def changed_fields(current: scheduler_v1.Job, desired: scheduler_v1.Job, *, forc
 
 
 def _comparable(job: scheduler_v1.Job) -> scheduler_v1.Job:
+    """`job` as Cloud Scheduler stores it: output fields cleared, service defaults and headers filled in."""
     copy: scheduler_v1.Job = scheduler_v1.Job.deserialize(scheduler_v1.Job.serialize(job))
-    for name in _OUTPUT_ONLY:
-        copy._pb.ClearField(name)
+    _job_checks.clear_output(copy._pb)
+    _job_checks.normalise_job(copy._pb)
     target = copy.http_target
     headers = {k: v for k, v in target.headers.items() if k.lower() not in _SERVICE_HEADERS}
     if target.body and not any(k.lower() == "content-type" for k in headers):
         headers["Content-Type"] = "application/octet-stream"
     target.headers = headers
-    if not copy._pb.HasField("attempt_deadline"):
-        copy.attempt_deadline = dt.timedelta(seconds=SCHEDULER_DEFAULT_ATTEMPT_DEADLINE)
-    retry = copy._pb.retry_config
-    for name, default in _RETRY_DEFAULTS.items():
-        if not retry.HasField(name):
-            getattr(retry, name).FromTimedelta(default)
-    if not retry.max_doublings:
-        retry.max_doublings = SCHEDULER_MAX_DOUBLINGS
     return copy

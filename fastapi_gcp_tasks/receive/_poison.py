@@ -144,9 +144,10 @@ def _has_handler(request: Request, error: Exception) -> bool:
 def poison_route_class(base: type[APIRoute] = APIRoute, policy: PoisonPolicy | None = None) -> type[APIRoute]:
     """A subclass of `base` whose endpoints apply `policy` (default `PoisonPolicy()`) to failing task requests.
 
-    Use it as `APIRouter(route_class=poison_route_class(APIRoute, policy))` or as `route_class_override`
-    of a route builder. `base` may itself be a custom route class; its handler runs unchanged, after the
-    route's authenticators (the route is a worker route, see `WorkerRoute`).
+    Use it as `APIRouter(route_class=poison_route_class(APIRoute, policy))`, or wrap a builder's route class
+    (`poison_route_class(DelayedRouteBuilder(...), policy)`, the same as the builder's `poison_policy=`).
+    `base` may itself be a custom route class; its handler runs unchanged, after the route's authenticators
+    (the route is a worker route, see `WorkerRoute`).
     """
     if not (isinstance(base, type) and issubclass(base, APIRoute)):
         raise WorkerConfigError(f"base must be a subclass of fastapi.routing.APIRoute, got {base!r}", param="base")

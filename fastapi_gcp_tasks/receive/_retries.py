@@ -64,7 +64,12 @@ def max_retries(
             count,
         )
         if on_give_up is not None:
-            await ledger.deliver(on_give_up, await letter_from_request(request, "max_retries"))
+            try:
+                await ledger.deliver(on_give_up, await letter_from_request(request, "max_retries"))
+            except Exception as error:
+                # An HTTP error, not the sink's own: a poison policy must not take it for the handler failing.
+                logger.exception("on_give_up failed; answering 500 so the task is delivered again")
+                raise HTTPException(500, "the given-up task could not be recorded; deliver it again") from error
         raise HTTPException(status_code=200, detail=f"gave up after {meta.retry_count} retries (max_retries={count})")
 
     setattr(give_up_after_retries, RETRY_LIMIT_ATTR, count)

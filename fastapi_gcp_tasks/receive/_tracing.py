@@ -11,6 +11,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from fastapi_gcp_tasks._limits import ID_PATTERN, QUEUE_ID_PATTERN
 from fastapi_gcp_tasks.build._tracing import otel_modules
 from fastapi_gcp_tasks.receive import _headers as h
 
@@ -57,9 +58,13 @@ class TraceContextMiddleware:
         method = scope.get("method", "")
         path = scope.get("path", "")
         attributes: dict[str, str | int] = {"http.request.method": method, "url.path": path}
-        for key, header in (("gcp.cloud_tasks.queue", h.QUEUE_NAME), ("gcp.cloud_tasks.task", h.TASK_NAME)):
+        # Labels, not identity: read before authentication, so only values shaped like Google's ids are kept.
+        for key, header, pattern in (
+            ("gcp.cloud_tasks.queue", h.QUEUE_NAME, QUEUE_ID_PATTERN),
+            ("gcp.cloud_tasks.task", h.TASK_NAME, ID_PATTERN),
+        ):
             value = h.text(headers.get(header))
-            if value is not None:
+            if value is not None and pattern.fullmatch(value):
                 attributes[key] = value
         retry_count = h.integer(headers.get(h.RETRY_COUNT))
         if retry_count is not None:

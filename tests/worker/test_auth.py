@@ -264,3 +264,26 @@ async def test_a_binary_body_gets_a_422_not_a_500_on_a_worker_route() -> None:
         response = await client.post("/work", content=b"\xff\xfe\x00", headers={"Content-Type": "text/plain"})
     assert response.status_code == 422
     assert response.json()["detail"][0]["input"] == "\\xff\\xfe\x00"  # what is UTF-8 stays as it is
+
+
+async def test_a_failing_give_up_sink_answers_500_even_under_a_poison_policy_for_handler_errors() -> None:
+    letters: list[DeadLetter] = []
+
+    def broken_sink(letter: DeadLetter) -> None:
+        raise OSError("the dead-letter store is down")
+
+    router = APIRouter(
+        route_class=poison_route_class(APIRoute, PoisonPolicy(sink=letters.append, handler_errors_after=0)),
+        dependencies=[Depends(PrivateEndpoint("tests")), Depends(max_retries(3, on_give_up=broken_sink))],
+    )
+
+    @router.post("/work")
+    async def work() -> None: ...
+
+    app = FastAPI()
+    app.include_router(router)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://worker") as client:
+        response = await client.post("/work", headers=TASK)
+    assert response.status_code == 500  # delivered again later: the give-up was not recorded
+    assert letters == []  # and not mistaken for the handler failing
