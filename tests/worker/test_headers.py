@@ -142,3 +142,23 @@ def test_eta_round_trips(seconds: float) -> None:
     assert parsed is not None
     assert parsed.tzinfo is dt.UTC
     assert abs(parsed.timestamp() - seconds) < 1e-3
+
+
+@pytest.mark.parametrize(
+    "value", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00", "9999-12-31T23:59:59.999999999-00:01"]
+)
+def test_a_schedule_time_moved_off_the_calendar_by_its_offset_is_none_not_an_error(value: str) -> None:
+    assert h.rfc3339(value) is None  # OverflowError before: a 500 for an unauthenticated request
+
+
+async def test_the_scheduler_headers_of_a_request_never_fail_on_the_calendar_ends() -> None:
+    app = FastAPI()
+
+    @app.post("/cron")
+    def cron(meta: CloudSchedulerHeaders = Depends()) -> dict[str, str | None]:
+        return {"at": None if meta.schedule_time is None else meta.schedule_time.isoformat()}
+
+    async with client_for(app) as client:
+        response = await client.post("/cron", headers={"X-CloudScheduler-ScheduleTime": "0001-01-01T00:00:00+01:00"})
+    assert response.status_code == 200
+    assert response.json() == {"at": None}
