@@ -270,7 +270,7 @@ class RouteSender:
         try:
             queue = self._sync_source.get().get_queue(name=parent, timeout=QUEUE_READ_TIMEOUT)
         except (core.GoogleAPIError, OSError) as exc:
-            logger.debug("cannot read queue %s to compare its max_attempts with max_retries: %s", parent, exc)
+            _cannot_read_queue(parent, exc)
             return
         warn_if_queue_gives_up_first(queue, retries)
 
@@ -284,7 +284,7 @@ class RouteSender:
         try:
             queue = await self._async_source.get().get_queue(name=parent, timeout=QUEUE_READ_TIMEOUT)
         except (core.GoogleAPIError, OSError) as exc:
-            logger.debug("cannot read queue %s to compare its max_attempts with max_retries: %s", parent, exc)
+            _cannot_read_queue(parent, exc)
             return
         warn_if_queue_gives_up_first(queue, retries)
 
@@ -314,6 +314,11 @@ class RouteSender:
         except core.PermissionDenied:
             _log_cannot_create(parent)
         self._ensured.add(key)
+
+
+def _cannot_read_queue(parent: str, exc: Exception) -> None:
+    # The check is advice: a sender that may not read the queue (roles/cloudtasks.enqueuer) says nothing.
+    logger.debug("cannot read queue %s to compare its max_attempts with max_retries: %s", parent, exc)
 
 
 def warn_if_queue_gives_up_first(queue: tasks_v2.Queue, retries: int) -> None:
