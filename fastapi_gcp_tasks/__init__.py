@@ -4,6 +4,7 @@ from fastapi_gcp_tasks.async_delayed_route import AsyncDelayedRouteBuilder
 from fastapi_gcp_tasks.async_scheduled_route import AsyncScheduledRouteBuilder
 from fastapi_gcp_tasks.buffering import RetryPolicy, TaskBufferMiddleware, require_buffer, task_buffer
 from fastapi_gcp_tasks.build._naming import hashed_task_id
+from fastapi_gcp_tasks.build._reach import check_app
 from fastapi_gcp_tasks.decorators import task_default_options
 from fastapi_gcp_tasks.delayed_route import DelayedRouteBuilder
 from fastapi_gcp_tasks.dependencies import CloudSchedulerHeaders, CloudTasksHeaders, max_retries
@@ -39,12 +40,16 @@ from fastapi_gcp_tasks.oidc import OIDCClaims, OIDCVerifier
 from fastapi_gcp_tasks.poison import DeadLetter, PoisonPolicy, poison_route_class
 from fastapi_gcp_tasks.protocols import (
     AsyncDelayedTask,
+    AsyncDelayedTaskWithArgs,
     AsyncDelayOptions,
     AsyncScheduledTask,
+    AsyncScheduledTaskWithArgs,
     AsyncSchedulerOptions,
     DelayedTask,
+    DelayedTaskWithArgs,
     DelayOptions,
     ScheduledTask,
+    ScheduledTaskWithArgs,
     SchedulerOptions,
     TaskDefaultOptions,
     as_async_delayed_task,
@@ -73,8 +78,10 @@ __all__ = [
     "AsyncDelayOptions",
     "AsyncDelayedRouteBuilder",
     "AsyncDelayedTask",
+    "AsyncDelayedTaskWithArgs",
     "AsyncScheduledRouteBuilder",
     "AsyncScheduledTask",
+    "AsyncScheduledTaskWithArgs",
     "AsyncSchedulerOptions",
     "BadMethodError",
     "BufferRequiredError",
@@ -85,6 +92,7 @@ __all__ = [
     "DelayedRouteBuilder",
     "DelayedTask",
     "DelayedTaskHook",
+    "DelayedTaskWithArgs",
     "FastAPIGCPTasksError",
     "MissingParamError",
     "OIDCClaims",
@@ -97,6 +105,7 @@ __all__ = [
     "ScheduledHook",
     "ScheduledRouteBuilder",
     "ScheduledTask",
+    "ScheduledTaskWithArgs",
     "SchedulerOptions",
     "Schedules",
     "SendError",
@@ -120,6 +129,7 @@ __all__ = [
     "async_emulator_client",
     "async_scheduler_emulator_client",
     "chained_hook",
+    "check_app",
     "deadline_delayed_hook",
     "deadline_scheduled_hook",
     "emulator_client",

@@ -25,7 +25,7 @@ from google.protobuf import duration_pb2
 from fastapi_gcp_tasks.build import _job_checks, _naming
 from fastapi_gcp_tasks.build._cron import CronSchedule, parse_time_zone
 from fastapi_gcp_tasks.build._plan import RoutePlan
-from fastapi_gcp_tasks.build._task import check_url, to_seconds
+from fastapi_gcp_tasks.build._task import check_headers, check_url, to_seconds
 from fastapi_gcp_tasks.exception import TaskArgumentError, TaskLimitError, UnknownParamError
 from fastapi_gcp_tasks.transport._clients import AsyncClientSource, SyncClientSource
 from fastapi_gcp_tasks.transport._flows import CreateJob, DeleteJob, Flow, GetJob, UpdateJob
@@ -162,13 +162,8 @@ class JobConfig:
         description = values.get("description")
         if description is not None and not isinstance(description, str):
             raise TaskArgumentError(f"{where}: description must be a string, not {description!r}", param="description")
-        headers = values.get("headers")
-        if headers is not None:
-            if not isinstance(headers, Mapping) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
-            ):
-                raise TaskArgumentError(f"{where}: headers must be a mapping of str to str", param="headers")
-            values["headers"] = dict(headers)
+        if values.get("headers") is not None:
+            values["headers"] = check_headers(values["headers"], where=where)
         if "job_create_timeout" in values:
             values["job_create_timeout"] = to_seconds(values["job_create_timeout"], param="job_create_timeout")
         config = cls(name=name, schedule=schedule, **values)
@@ -319,12 +314,12 @@ class JobSync:
     def job(self, values: Mapping[str, Any]) -> scheduler_v1.Job:
         """The Job for these endpoint arguments, after the pre-create hook (pure: no I/O)."""
         config = self.config
-        parts = self.plan.build(values)
+        parts = self.plan.build(values, call="scheduler().schedule")
         # Nothing ambient (trace context, baggage) goes in: a job is a function of its declaration alone,
         # so that every deploy of the same code plans no change.
         headers = {**config.headers, **parts.headers} if config.headers else parts.headers
         target = scheduler_v1.HttpTarget(
-            uri=config.callback_base_url + parts.path_and_query,
+            uri=self.plan.callback_url(config.callback_base_url, parts.path_and_query),
             http_method=_HTTP_METHODS[parts.method],
             headers=headers,
         )

@@ -39,6 +39,8 @@ from fastapi_gcp_tasks.transport._tasks import RouteSender
 __all__ = ["delayed_route_class", "scheduled_route_class"]
 
 _BOUND_ROUTE = "__fastapi_gcp_tasks_route__"
+CHECK_ARGS_ATTR = "__fastapi_gcp_tasks_check_args__"
+"""Set by `as_*_task(args=...)` applied below the route decorator: the check to run once the route exists."""
 DEFAULT_OPTIONS_ATTR = "_delay_options"
 
 
@@ -81,6 +83,9 @@ def _attach(route: APIRoute, methods: Mapping[str, Any]) -> None:
         raise RouteDefinitionError(
             f"{route.path}: the endpoint {endpoint!r} does not accept attributes; use a plain function"
         ) from None
+    check_declared_args = getattr(endpoint, CHECK_ARGS_ATTR, None)
+    if check_declared_args is not None:
+        check_declared_args()
 
 
 def _positional_guard(name: str, args: tuple[Any, ...]) -> None:

@@ -12,6 +12,7 @@ import dataclasses
 import datetime as dt
 from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from google.cloud import tasks_v2
 from google.protobuf import duration_pb2, timestamp_pb2
@@ -23,13 +24,13 @@ from fastapi_gcp_tasks._limits import (
     MAX_URL_LENGTH,
     MIN_DISPATCH_DEADLINE,
 )
-from fastapi_gcp_tasks.build import _naming, _tracing
+from fastapi_gcp_tasks.build import _naming, _tracing, _wire
 from fastapi_gcp_tasks.build._plan import RoutePlan
 from fastapi_gcp_tasks.dispatch._sink import PreparedTask, TaskSink, current_sink
 from fastapi_gcp_tasks.exception import TaskArgumentError, TaskLimitError, UnknownParamError
 from fastapi_gcp_tasks.transport._tasks import RouteSender
 
-__all__ = ["DELAY_OPTION_NAMES", "DelayConfig", "Delayer", "check_url", "to_seconds"]
+__all__ = ["DELAY_OPTION_NAMES", "DelayConfig", "Delayer", "check_headers", "check_url", "to_seconds"]
 
 
 _HTTP_METHODS = {
@@ -75,10 +76,44 @@ def to_seconds(value: Any, *, param: str) -> float:
 
 
 def check_url(base_url: Any, *, param: str) -> str:
-    """A callback base URL without its trailing slash; it must be absolute http(s)."""
+    """A callback base URL without its trailing slash: absolute http(s), a host, no query or fragment.
+
+    The route's path is appended to it, so a query string or fragment would swallow the path (every
+    task would answer 404 until the queue gives up).
+    """
     if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
         raise TaskArgumentError(f"{param} must be an absolute http(s) URL, not {base_url!r}", param=param)
+    parts = urlsplit(base_url)
+    if not parts.hostname:
+        raise TaskArgumentError(f"{param} must name a host, not {base_url!r}", param=param)
+    if "?" in base_url or "#" in base_url:
+        raise TaskArgumentError(
+            f"{param} must not contain a query string or fragment ({base_url!r}): the route's path is appended "
+            "to it; put values in the endpoint's parameters instead",
+            param=param,
+        )
+    if any(char.isspace() or ord(char) > 0x7E for char in base_url):
+        raise TaskArgumentError(f"{param} must be ASCII without spaces (percent-encode it): {base_url!r}", param=param)
     return base_url.rstrip("/")
+
+
+def check_headers(headers: Any, *, param: str = "headers", where: str = "") -> dict[str, str]:
+    """Extra request headers: names are HTTP tokens, values arrive unchanged (visible ASCII)."""
+    prefix = f"{where}: " if where else ""
+    if not isinstance(headers, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+    ):
+        raise TaskArgumentError(f"{prefix}{param} must be a mapping of str to str", param=param)
+    for name, value in headers.items():
+        if _wire.HEADER_NAME.fullmatch(name) is None:
+            raise TaskLimitError(f"{prefix}{param}: {name!r} is not a valid header name", param=param)
+        if _wire.HEADER_VALUE.fullmatch(value) is None:
+            raise TaskLimitError(
+                f"{prefix}{param}: the value of {name!r} ({value!r}) would not arrive unchanged: header values "
+                "must be visible ASCII without leading or trailing spaces",
+                param=param,
+            )
+    return dict(headers)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -146,11 +181,8 @@ class DelayConfig:
         timeout = values.get("task_create_timeout")
         if timeout is not None:
             values["task_create_timeout"] = to_seconds(timeout, param="task_create_timeout")
-        headers = values.get("headers")
-        if headers is not None and not (
-            isinstance(headers, Mapping) and all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items())
-        ):
-            raise TaskArgumentError("headers must be a mapping of str to str", param="headers")
+        if values.get("headers") is not None:
+            values["headers"] = check_headers(values["headers"])
         if values.get("pre_create_hook") is None:
             values.pop("pre_create_hook", None)
         return cls(**values)
@@ -186,11 +218,13 @@ class Delayer:
         """The CreateTaskRequest for these endpoint arguments (pure: no I/O)."""
         config = self.config
         parts = self.plan.build(values)
-        url = self._base_url + parts.path_and_query
+        url = self.plan.callback_url(self._base_url, parts.path_and_query)
         if len(url) > MAX_URL_LENGTH:
             raise TaskLimitError(
                 f"{self.plan.endpoint_name}.delay(): the URL would be {len(url)} characters; "
-                f"Cloud Tasks accepts at most {MAX_URL_LENGTH}: move large values to the body",
+                f"Cloud Tasks accepts at most {MAX_URL_LENGTH}: move large values to the body "
+                f"({self._largest(values)})",
+                param=self._largest_name(values),
             )
         headers = parts.headers
         if config.headers:
@@ -225,9 +259,21 @@ class Delayer:
         if size > MAX_TASK_BYTES:
             raise TaskLimitError(
                 f"{self.plan.endpoint_name}.delay(): the task would be {size} bytes; Cloud Tasks accepts at most "
-                f"{MAX_TASK_BYTES} (1 MB): store large payloads elsewhere and pass a reference"
+                f"{MAX_TASK_BYTES} (1 MB): store large payloads elsewhere and pass a reference "
+                f"({self._largest(values)})",
+                param=self._largest_name(values),
             )
         return request
+
+    def _largest(self, values: Mapping[str, Any]) -> str:
+        """The largest parameters and their sizes on the wire, for a size refusal."""
+        sizes = self.plan.wire_sizes(values)[:3]
+        listed = ", ".join(f"{name}: {size:,} bytes" for name, size in sizes)
+        return f"largest parameters: {listed}" if listed else "no parameter is large: check headers and options"
+
+    def _largest_name(self, values: Mapping[str, Any]) -> str | None:
+        sizes = self.plan.wire_sizes(values)
+        return sizes[0][0] if sizes else None
 
     def delay(self, values: Mapping[str, Any]) -> tasks_v2.Task:
         """Build and send now, or hand over to the current sink."""

@@ -27,6 +27,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.types import Scope
 
+from fastapi_gcp_tasks.build._reach import bind_app_on_request
 from fastapi_gcp_tasks.exception import WorkerConfigError
 
 __all__ = ["Authenticator", "PrivateEndpoint", "WorkerRoute", "authenticate", "authenticated_first", "may_act"]
@@ -229,4 +230,4 @@ class WorkerRoute(APIRoute):
     """
 
     def get_route_handler(self) -> RouteHandler:
-        return authenticated_first(super().get_route_handler())
+        return bind_app_on_request(self, authenticated_first(super().get_route_handler()))

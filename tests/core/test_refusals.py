@@ -35,6 +35,17 @@ class ExplodingClient:
         raise AssertionError(f"network call {name} made for an invalid task")
 
 
+def scheduled_router() -> APIRouter:
+    """A router of scheduled routes whose client fails the test if anything reaches the network."""
+    return APIRouter(
+        route_class=ScheduledRouteBuilder(
+            location_path=location_path(project="p", location="l"),
+            callback_base_url="http://w",
+            client=ExplodingClient(),  # type: ignore[arg-type]
+        )
+    )
+
+
 def route_class(**kwargs: Any) -> Any:
     options: dict[str, Any] = {"queue_path": QUEUE, "callback_base_url": "http://w", "client": ExplodingClient()}
     options.update(kwargs)
@@ -74,6 +85,14 @@ def cookies(session: Annotated[str, Cookie()] = "") -> None: ...
 
 @router.post("/big")
 def big(blob: Annotated[str, Body(embed=True)]) -> None: ...
+
+
+@router.get("/aliased")
+def aliased(value: Annotated[str, Query(alias="the-key")] = "") -> None: ...
+
+
+@router.post("/binary")
+def binary(data: Annotated[bytes, Body(embed=True)], count: Annotated[int, Body()] = 0) -> None: ...
 
 
 FastAPI().include_router(router)
@@ -152,14 +171,66 @@ def test_cookie_outside_latin1() -> None:
         cookies.options().request(session="☃")  # type: ignore[attr-defined]
 
 
-def test_task_over_one_megabyte() -> None:
-    with pytest.raises(TaskLimitError, match="1 MB"):
+def test_task_over_one_megabyte_names_the_largest_parameter() -> None:
+    with pytest.raises(TaskLimitError, match="1 MB") as info:
         big.delay(blob="x" * MAX_TASK_BYTES)  # type: ignore[attr-defined]
+    assert info.value.param == "blob"
+    assert f"blob: {MAX_TASK_BYTES + 2:,} bytes" in str(info.value)
 
 
-def test_url_over_2083_characters() -> None:
-    with pytest.raises(TaskLimitError, match="2083"):
-        query.delay(raw="x" * 2100)  # type: ignore[attr-defined]
+def test_url_over_2083_characters_names_the_largest_parameters() -> None:
+    with pytest.raises(TaskLimitError, match="2083") as info:
+        query.delay(raw="x" * 2100, tag="é" * 10)  # type: ignore[attr-defined]
+    assert info.value.param == "raw"
+    assert "raw: 2,100 bytes, tag: 60 bytes" in str(info.value)
+
+
+def test_an_alias_passed_as_keyword_says_to_use_the_python_name() -> None:
+    with pytest.raises(UnknownParamError) as info:
+        aliased.delay(**{"the-key": "v"})  # type: ignore[attr-defined]
+    assert "'the-key' is how parameter 'value' travels" in str(info.value)
+    assert "pass it by its Python name" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("endpoint_name", "values", "param", "fragment"),
+    [
+        ("binary", {"data": b"\xff\xfe"}, "data", "not UTF-8"),
+        ("binary", {"data": b"ok", "count": 10**5000}, "count", "4300 digits"),
+        ("query", {"raw": "\ud800"}, None, "lone surrogate"),
+        ("query", {"tag": "a\udc80"}, None, "lone surrogate"),
+    ],
+)
+def test_values_without_a_wire_form_are_library_errors(
+    endpoint_name: str, values: dict[str, Any], param: str | None, fragment: str
+) -> None:
+    endpoint = {"binary": binary, "query": query}[endpoint_name]
+    with pytest.raises(UnrepresentableValueError, match=fragment) as info:
+        endpoint.delay(**values)  # type: ignore[attr-defined]
+    if param is not None:
+        assert info.value.param == param
+
+
+def test_schedule_errors_speak_of_schedule() -> None:
+    jobs = scheduled_router()
+
+    @jobs.post("/report")
+    def report(region: Annotated[str, Query(max_length=2)] = "eu") -> None: ...
+
+    handle = report.scheduler(name="r", schedule="0 * * * *")  # type: ignore[attr-defined]
+    with pytest.raises(WrongTypeError) as info:
+        handle.job(region="too long")
+    assert "report.scheduler().schedule()" in str(info.value)
+    assert ".delay()" not in str(info.value)
+
+
+def test_builders_refuse_a_base_url_with_a_query_string_or_fragment() -> None:
+    with pytest.raises(TaskArgumentError) as delayed:
+        DelayedRouteBuilder(queue_path=QUEUE, callback_base_url="https://w.example/?token=x")
+    assert delayed.value.param == "callback_base_url"
+    with pytest.raises(TaskArgumentError) as scheduled:
+        ScheduledRouteBuilder(location_path=location_path(project="p", location="l"), callback_base_url="https://w/#x")
+    assert scheduled.value.param == "callback_base_url"
 
 
 @pytest.mark.parametrize(
@@ -177,6 +248,13 @@ def test_url_over_2083_characters() -> None:
         ({"countdown": 5, "eta": dt.datetime.now(dt.UTC)}, "eta"),
         ({"queue_path": "queues/q"}, "queue_path"),
         ({"callback_base_url": "ftp://x"}, "callback_base_url"),
+        ({"callback_base_url": "https://w.example/api?key=1"}, "callback_base_url"),
+        ({"callback_base_url": "https://w.example/api#top"}, "callback_base_url"),
+        ({"callback_base_url": "https:///no-host"}, "callback_base_url"),
+        ({"callback_base_url": "https://w.example/caf\u00e9"}, "callback_base_url"),
+        ({"headers": {"X-Name": "J\u00fcrgen"}}, "headers"),
+        ({"headers": {"X-Name": " padded"}}, "headers"),
+        ({"headers": {"Bad Name": "v"}}, "headers"),
         ({"unheard_of": 1}, "unheard_of"),
     ],
 )
@@ -266,13 +344,7 @@ def test_builder_arguments_are_checked_when_the_builder_is_called() -> None:
     ],
 )
 def test_scheduler_refusals(kwargs: dict[str, Any], param: str) -> None:
-    router2 = APIRouter(
-        route_class=ScheduledRouteBuilder(
-            location_path=location_path(project="p", location="l"),
-            callback_base_url="http://w",
-            client=ExplodingClient(),  # type: ignore[arg-type]
-        )
-    )
+    router2 = scheduled_router()
 
     @router2.post("/job")
     def job() -> None: ...
