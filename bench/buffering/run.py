@@ -217,6 +217,71 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def load_average() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} / {five:.2f} / {fifteen:.2f}"
+
+
+def versions() -> str:
+    from importlib.metadata import version
+
+    packages = ", ".join(f"{name} {version(name)}" for name in ("uvicorn", "fastapi", "grpcio"))
+    return f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}, {packages}"
+
+
+@contextmanager
+def servers_for(modes: list[str], address: str, peer_python: Path | None) -> Iterator[dict[str, str]]:
+    """One uvicorn process per mode, its clients talking to Cloud Tasks at `address`."""
+    with ExitStack() as stack:
+        servers: dict[str, str] = {}
+        for mode in modes:
+            port = free_port()
+            command, cwd = server_command(mode, port, peer_python)
+            env = {"BENCH_MODE": mode, "BENCH_EMULATOR": address, "BENCH_QUEUE": QUEUE, "PYTHONPATH": ""}
+            proc = stack.enter_context(process(command, env=env, cwd=cwd))
+            servers[mode] = f"http://127.0.0.1:{port}"
+            wait_http(f"{servers[mode]}/stats", proc)
+        yield servers
+
+
+@contextmanager
+def delay_proxy(address: str, rtt_ms: float) -> Iterator[str]:
+    """`delay_proxy.py` in front of `address`: what the servers see as Cloud Tasks `rtt_ms` away."""
+    port = free_port()
+    args = [sys.executable, str(HERE / "delay_proxy.py"), str(port), address, str(rtt_ms)]
+    with process(args, env={}, cwd=HERE, role="emulator") as proc:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the delay proxy did not start") from None
+                time.sleep(0.05)
+        yield f"127.0.0.1:{port}"
+
+
+def latency_table(
+    modes: list[str],
+    samples: Samples,
+    server_side: Samples,
+    columns: tuple[str, ...] = (),
+    cells: dict[tuple[str, int], tuple[str, ...]] | None = None,
+) -> None:
+    print()
+    print("| mode | delays | p50 ms | p99 ms | server p50 ms | server p99 ms |" + "".join(f" {c} |" for c in columns))
+    print("| --- | ---: | ---: | ---: | ---: | ---: |" + " ---: |" * len(columns))
+    for mode in modes:
+        for n in DELAYS:
+            times, inside = samples[(mode, n)], server_side[(mode, n)]
+            row = (
+                f"| {mode} | {n} | {statistics.median(times):.2f} | {percentile(times, 0.99):.2f} "
+                f"| {statistics.median(inside):.3f} | {percentile(inside, 0.99):.3f} |"
+            )
+            print(row + "".join(f" {cell} |" for cell in (cells or {}).get((mode, n), ())))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=200, help="latency samples per mode and endpoint")
@@ -226,6 +291,11 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--inproc", type=int, default=300, help="in-process iterations per endpoint (0: skip)")
+    parser.add_argument(
+        "--far-rtt", type=float, default=20.0, help="round trip (ms) put in front of the emulator for the second table"
+    )
+    parser.add_argument("--far-requests", type=int, default=60, help="latency samples per row with the delay (0: skip)")
+    parser.add_argument("--far-warmup", type=int, default=10)
     parser.add_argument(
         "--pin",
         action="store_true",
@@ -238,43 +308,32 @@ def main() -> int:
         print("pinned: uvicorn servers on CPU 1; this client and the emulator on CPU 0")
     modes = args.modes.split(",")
     peer_python = ensure_peer_venv() if any(m.startswith("peer") for m in modes) else None
+    started = time.monotonic()
+    print(f"machine: {versions()}")
+    print(f"load average (1 / 5 / 15 min) at the start: {load_average()}")
 
-    with ExitStack() as stack:
-        address = stack.enter_context(emulator())
-        servers: dict[str, str] = {}
-        for mode in modes:
-            port = free_port()
-            command, cwd = server_command(mode, port, peer_python)
-            env = {"BENCH_MODE": mode, "BENCH_EMULATOR": address, "BENCH_QUEUE": QUEUE, "PYTHONPATH": ""}
-            proc = stack.enter_context(process(command, env=env, cwd=cwd))
-            servers[mode] = f"http://127.0.0.1:{port}"
-            wait_http(f"{servers[mode]}/stats", proc)
-
-        calls = count_calls(servers)
-        print(
-            f"latency: {args.requests} sequential requests per row (after {args.warmup} warm-up), round-robin, "
-            f"{args.pause:g} ms apart"
-        )
-        samples, server_side = latency(servers, args.requests, args.warmup, args.pause / 1000)
-        rates: dict[tuple[str, int], float] = {}
-        for mode, url in servers.items():
-            for n in DELAYS:
-                rates[(mode, n)] = asyncio.run(throughput(f"{url}/d{n}", args.seconds, args.concurrency))
+    with emulator() as address:
+        with servers_for(modes, address, peer_python) as servers:
+            calls = count_calls(servers)
+            print(
+                f"latency: {args.requests} sequential requests per row (after {args.warmup} warm-up), "
+                f"round-robin, {args.pause:g} ms apart"
+            )
+            samples, server_side = latency(servers, args.requests, args.warmup, args.pause / 1000)
+            rates: dict[tuple[str, int], float] = {}
+            for mode, url in servers.items():
+                for n in DELAYS:
+                    rates[(mode, n)] = asyncio.run(throughput(f"{url}/d{n}", args.seconds, args.concurrency))
+        near_load = load_average()
 
         print()
-        print(
-            f"| mode | delays | p50 ms | p99 ms | server p50 ms | server p99 ms | max req/s (c={args.concurrency}) "
-            "| create calls / request |"
-        )
-        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-        for mode in modes:
-            for n in DELAYS:
-                times, inside = samples[(mode, n)], server_side[(mode, n)]
-                print(
-                    f"| {mode} | {n} | {statistics.median(times):.2f} | {percentile(times, 0.99):.2f} "
-                    f"| {statistics.median(inside):.3f} | {percentile(inside, 0.99):.3f} "
-                    f"| {rates[(mode, n)]:.0f} | {calls[(mode, n)]} |"
-                )
+        print(f"Cloud Tasks next door (the emulator on 127.0.0.1); load average after: {near_load}")
+        columns = (f"max req/s (c={args.concurrency})", "create calls / request")
+        cells: dict[tuple[str, int], tuple[str, ...]] = {
+            (mode, n): (f"{rates[(mode, n)]:.0f}", calls[(mode, n)]) for mode in modes for n in DELAYS
+        }
+        latency_table(modes, samples, server_side, columns, cells)
+
         inproc: dict[str, dict[str, dict[str, float]]] = {}
         if args.inproc:
             for mode in modes:
@@ -304,6 +363,19 @@ def main() -> int:
                 rows = inproc["buffered_after"]
                 added = (rows["/d1"]["to_response"] - rows["/d0"]["to_response"]) / 1000
                 print(f"  in process until the response is sent: {1000 * added:+.0f} us = {100 * added / base:+.1f}%")
+
+        if args.far_requests and args.far_rtt > 0:
+            with delay_proxy(address, args.far_rtt) as far, servers_for(modes, far, peer_python) as servers:
+                far_samples, far_server = latency(servers, args.far_requests, args.far_warmup, 0)
+            print()
+            print(
+                f"Cloud Tasks {args.far_rtt:g} ms away (delay_proxy.py in front of the emulator), "
+                f"{args.far_requests} requests per row after {args.far_warmup} warm-up; "
+                f"load average after: {load_average()}"
+            )
+            latency_table(modes, far_samples, far_server)
+    print()
+    print(f"load average (1 / 5 / 15 min) at the end: {load_average()}; run took {time.monotonic() - started:.0f} s")
     return 0
 
 

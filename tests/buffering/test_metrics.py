@@ -17,5 +17,8 @@ def test_counters_are_exported_with_their_current_values() -> None:
     assert "fastapi_gcp_tasks_buffer_created_total 2.0" in text
     assert "fastapi_gcp_tasks_buffer_lost_total 1.0" in text
     assert "fastapi_gcp_tasks_buffer_discarded_total 0.0" in text
-    stats.add(discarded=4)
-    assert "fastapi_gcp_tasks_buffer_discarded_total 4.0" in generate_latest(registry).decode()
+    assert "fastapi_gcp_tasks_buffer_pending 0.0" in text, "kept 3 = created 2 + lost 1"
+    stats.add(kept=5, discarded=4)
+    text = generate_latest(registry).decode()
+    assert "fastapi_gcp_tasks_buffer_discarded_total 4.0" in text
+    assert "fastapi_gcp_tasks_buffer_pending 1.0" in text

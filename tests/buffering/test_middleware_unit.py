@@ -119,22 +119,26 @@ async def test_no_response_discards() -> None:
 
 
 @pytest.mark.parametrize("kind", ["websocket", "lifespan"])
-async def test_other_scopes_pass_through_untouched(kind: str) -> None:
+async def test_other_scopes_are_not_buffered(kind: str) -> None:
     seen: list[Any] = []
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         seen.append((scope, receive, send, current_sink()))
+        seen.append(await receive())
 
     scope = {"type": kind}
 
     async def receive() -> Message:
-        return {}
+        return {"type": "lifespan.shutdown"}
 
     async def send(message: Message) -> None:
         pass
 
     await TaskBufferMiddleware(app)(scope, receive, send)
-    assert seen == [(scope, receive, send, None)]
+    (got_scope, got_receive, got_send, sink), message = seen
+    assert (got_scope, got_send, sink, message) == (scope, send, None, {"type": "lifespan.shutdown"})
+    # Websockets pass untouched; the lifespan's receive is wrapped to finish flushes before the shutdown.
+    assert (got_receive is receive) == (kind == "websocket")
 
 
 def test_bad_options_name_the_parameter() -> None:
