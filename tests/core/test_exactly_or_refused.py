@@ -172,13 +172,26 @@ def build_app(client: Callable[[], Any]) -> FastAPI:
         ("ident", uuid.UUID, st.uuids()),
         ("shout", Annotated[str, AfterValidator(lambda s: s + "!")], texts),
         ("plain_int", int, ints),
+        ("plain_str", str, texts),
+        ("plain_bool", bool, st.booleans() | st.sampled_from(["yes", "off", "1"])),
     ]
     for prefix, part in (("q", Query), ("h", Header), ("c", Cookie)):
         for name, annotation, values in text_types:
             _register(router, f"/{prefix}/{name}", f"{prefix}_{name}", part, annotation, values)
     _register(router, "/q/list_union", "q_list_union", Query, list[int | str], st.lists(ints | texts, max_size=3))
+    _register(router, "/q/str_set", "q_str_set", Query, set[str], st.sets(texts, max_size=4))
     for name, annotation, values in text_types:
-        if name in {"union_int_str", "float", "plain_int", "str_enum", "int_enum", "moment", "ident", "decimal"}:
+        if name in {
+            "union_int_str",
+            "float",
+            "plain_int",
+            "plain_str",
+            "str_enum",
+            "int_enum",
+            "moment",
+            "ident",
+            "decimal",
+        }:
             _register(router, f"/p/{name}/{{v}}", f"p_{name}", None, annotation, values)
     _register(router, "/p/float_conv/{v:float}", "p_float_conv", None, float, floats)
     _register(router, "/p/int_conv/{v:int}", "p_int_conv", None, int, ints)
