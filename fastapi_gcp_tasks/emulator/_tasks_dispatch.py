@@ -22,6 +22,7 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
+from fastapi_gcp_tasks._limits import MAX_TASK_RETENTION
 from fastapi_gcp_tasks.emulator._clock import Cancellable, call_at
 from fastapi_gcp_tasks.emulator._delivery import deliver_on_clock, logger
 from fastapi_gcp_tasks.emulator._oidc import TokenSigner
@@ -82,20 +83,28 @@ def backoff_seconds(retry: Any, retries: int) -> float:
 
 
 def retry_after_seconds(result: DeliveryResult, now: dt.datetime) -> float | None:
-    value = result.headers.get("retry-after")
+    """The wait a `Retry-After` header asks for, per RFC 9110: whole seconds (`1*DIGIT`) or an HTTP-date.
+
+    Anything else is ignored, as is a date in the past (no wait). The wait is capped at the longest a
+    task can live (31 days), so that no answer can push the retry out of the calendar.
+    """
+    value = result.headers.get("retry-after", "").strip()
     if not value:
         return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return max((when - now).total_seconds(), 0.0)
+    if value.isascii() and value.isdigit():
+        wait = float(value) if len(value) <= 12 else _RETRY_AFTER_CAP
+    else:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.UTC)
+        wait = max((when - now).total_seconds(), 0.0)
+    return min(wait, _RETRY_AFTER_CAP)
+
+
+_RETRY_AFTER_CAP = MAX_TASK_RETENTION.total_seconds()
 
 
 class Dispatcher:

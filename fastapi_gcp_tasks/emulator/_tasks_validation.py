@@ -132,7 +132,7 @@ def fill_queue_defaults(queue: Any) -> None:
         retry.min_backoff.CopyFrom(duration(DEFAULT_MIN_BACKOFF))
     if not retry.HasField("max_backoff"):
         retry.max_backoff.CopyFrom(duration(DEFAULT_MAX_BACKOFF))
-    if retry.max_doublings == 0 and not retry.HasField("max_retry_duration"):
+    if retry.max_doublings == 0:  # proto3 cannot tell 0 from unset: the service reads it as "unspecified"
         retry.max_doublings = DEFAULT_MAX_DOUBLINGS
     if not retry.HasField("max_retry_duration"):
         retry.max_retry_duration.CopyFrom(duration(0))

@@ -19,9 +19,12 @@ from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
 import grpc
+from google.auth.exceptions import DefaultCredentialsError
 from google.cloud import scheduler_v1, tasks_v2
 from google.cloud.scheduler_v1.services.cloud_scheduler import transports as scheduler_transports
 from google.cloud.tasks_v2.services.cloud_tasks import transports as tasks_transports
+
+from fastapi_gcp_tasks.exception import SendError
 
 __all__ = [
     "ASYNC_SCHEDULER",
@@ -116,13 +119,27 @@ class ClientKind(Generic[C]):
     def connect(self, host: str, *, options: Sequence[tuple[str, Any]] = ()) -> C:
         """A client talking plain gRPC (no credentials) to `host`: the emulator."""
         channel_module: Any = grpc.aio if self.aio else grpc
-        channel = channel_module.insecure_channel(host, options=list(options))
+        channel = channel_module.insecure_channel(host, options=[*EMULATOR_CHANNEL, *options])
         return self.client(transport=self.grpc_transport(channel=channel))
 
     def default(self) -> C:
-        """The emulator's client when `FASTAPI_GCP_TASKS_EMULATOR_HOST` is set, else Google's (default credentials)."""
+        """The emulator's client when `FASTAPI_GCP_TASKS_EMULATOR_HOST` is set, else Google's (default credentials).
+
+        Without credentials this raises `SendError` (not retryable; google-auth's error is the `__cause__`)
+        naming the ways to provide them, the emulator's variable among them.
+        """
         host = os.environ.get(EMULATOR_HOST_ENV)
-        return self.connect(host) if host else self.client()
+        if host:
+            return self.connect(host)
+        try:
+            return self.client()
+        except DefaultCredentialsError as exc:
+            raise SendError(
+                f"no Google credentials for {getattr(self.client, '__name__', 'the client')} ({exc}). Run "
+                "`gcloud auth application-default login` or set GOOGLE_APPLICATION_CREDENTIALS; for the local "
+                f"emulator, set {EMULATOR_HOST_ENV}=host:port",
+                retryable=False,
+            ) from exc
 
 
 TASKS: ClientKind[tasks_v2.CloudTasksClient] = ClientKind(
@@ -139,6 +156,10 @@ ASYNC_SCHEDULER: ClientKind[scheduler_v1.CloudSchedulerAsyncClient] = ClientKind
 )
 CLIENT_KINDS: tuple[ClientKind[Any], ...] = (TASKS, ASYNC_TASKS, SCHEDULER, ASYNC_SCHEDULER)
 """The (service x sync/async) client table; the emulator and the relay build their clients from it too."""
+
+EMULATOR_CHANNEL: tuple[tuple[str, Any], ...] = (("grpc.max_receive_message_length", -1),)
+"""Channel options of every emulator client: no receive limit, so that a `list_tasks` with the FULL view
+(bodies of up to 1 MB each) is never cut at gRPC's 4 MB default; the emulator bounds what it sends itself."""
 
 FAST_RECONNECT: tuple[tuple[str, Any], ...] = (
     ("grpc.initial_reconnect_backoff_ms", 200),

@@ -12,6 +12,8 @@ from google.cloud import tasks_v2
 from google.protobuf import duration_pb2, field_mask_pb2
 
 from fastapi_gcp_tasks.emulator import Emulator
+from fastapi_gcp_tasks.emulator._tasks_dispatch import retry_after_seconds
+from fastapi_gcp_tasks.emulator._types import DeliveryResult
 
 from ._tasks_support import QUEUE, URL, ScriptedWorker, http_task, task_name
 from .conftest import Env
@@ -271,3 +273,46 @@ def test_a_hanging_worker_times_out_when_the_manual_clock_passes_the_deadline(en
     task = env.client.get_task(name=name)
     assert (task.dispatch_count, task.response_count) == (1, 0)
     assert task.last_attempt.response_status.code == 4  # DEADLINE_EXCEEDED
+
+
+@pytest.mark.parametrize(
+    ("header", "wait"),
+    [
+        ("30", 30.0),
+        (" 7 ", 7.0),
+        ("9" * 30, 31 * 86400.0),  # any number of digits: capped at the longest a task lives
+        ("1e400", None),  # not delay-seconds (1*DIGIT): ignored, never an overflow
+        ("-5", None),
+        ("1.5", None),
+        ("٣", None),  # a non-ASCII digit
+        ("soon", None),
+        ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0),  # a date in the past: no wait
+        ("Fri, 31 Dec 9999 23:59:59 GMT", 31 * 86400.0),
+    ],
+)
+def test_retry_after_syntax_and_bounds(header: str, wait: float | None) -> None:
+    result = DeliveryResult(status=503, latency=0.0, headers={"retry-after": header})
+    assert retry_after_seconds(result, dt.datetime(2026, 1, 1, tzinfo=dt.UTC)) == wait
+
+
+def test_a_huge_retry_after_reschedules_within_the_tasks_life_and_does_not_hammer(env: Env) -> None:
+    env.worker.script["/work"] = [503, 200]
+    env.worker.answer_headers["/work"] = {"Retry-After": "9" * 40}
+    created = env.client.create_task(parent=QUEUE, task=http_task())
+    env.settle()
+    assert len(env.worker.received) == 1
+    env.settle(3600)
+    assert len(env.worker.received) == 1, "the retry waits for Retry-After, not a second"
+    again = env.client.get_task(name=created.name)
+    ahead = again.schedule_time - env.clock.now()
+    assert dt.timedelta(days=30) < ahead <= dt.timedelta(days=31)
+
+
+def test_a_queue_given_only_max_retry_duration_gets_the_default_doublings(env: Env) -> None:
+    queue = tasks_v2.Queue(
+        name=QUEUE.rsplit("/", 1)[0] + "/only-duration",
+        retry_config=tasks_v2.RetryConfig(max_retry_duration=_seconds(3600)),
+    )
+    created = env.client.create_queue(parent=QUEUE.rsplit("/queues/", 1)[0], queue=queue)
+    assert created.retry_config.max_doublings == 16
+    assert created.retry_config.max_retry_duration.total_seconds() == 3600

@@ -7,7 +7,10 @@ from google.api_core import exceptions
 from google.cloud import tasks_v2
 from google.protobuf import duration_pb2, field_mask_pb2
 
-from ._tasks_support import LOCATION, QUEUE, http_task
+from fastapi_gcp_tasks import emulator_client, queue_path
+from fastapi_gcp_tasks.emulator import Emulator
+
+from ._tasks_support import LOCATION, QUEUE, URL, http_task
 from .conftest import Env
 
 
@@ -148,3 +151,17 @@ def test_reset_restores_the_initial_queues_only(env: Env) -> None:
     names = [queue.name for queue in env.client.list_queues(parent=LOCATION)]
     assert names == [QUEUE]
     assert env.client.get_queue(name=QUEUE).state == tasks_v2.Queue.State.RUNNING
+
+
+def test_the_emulator_client_lists_full_tasks_beyond_grpcs_default_receive_limit() -> None:
+    """Six paused 900 KB tasks are 5.4 MB in one FULL page: more than gRPC's 4 MB default receive limit."""
+    queue = queue_path(project="p", location="l", queue="big-bodies")
+    with Emulator(queues=[queue]) as emulator:
+        client = emulator_client(host=emulator.address)
+        client.pause_queue(name=queue)
+        for _ in range(6):
+            client.create_task(
+                parent=queue, task=tasks_v2.Task(http_request=tasks_v2.HttpRequest(url=URL, body=b"x" * 900_000))
+            )
+        listed = list(client.list_tasks(request={"parent": queue, "response_view": tasks_v2.Task.View.FULL}))
+    assert [len(task.http_request.body) for task in listed] == [900_000] * 6
