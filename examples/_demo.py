@@ -6,6 +6,8 @@ import argparse
 import contextlib
 import logging
 import os
+import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,14 +20,31 @@ from fastapi_gcp_tasks.transport._clients import EMULATOR_HOST_ENV
 
 
 def demo_arguments(description: str) -> argparse.Namespace:
-    """Parse `--once` and `--port`, and set up readable logs."""
+    """Parse `--once` and `--port`, and set up readable logs; exit at once (status 1) when the port is taken."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--once", action="store_true", help="exit once the demo tasks have run")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get("PORT", "8000")),
+        help="port of the app on 127.0.0.1 (default 8000) [env: PORT]",
+    )
     args = parser.parse_args()
+    if not 0 < args.port < 65536:
+        parser.error(f"--port must be 1 to 65535, not {args.port}")
+    ensure_free(args.port)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)-32s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     return args
+
+
+def ensure_free(port: int) -> None:
+    """Exit with status 1 and one line naming the way out when 127.0.0.1:`port` cannot be bound."""
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            sys.exit(f"port {port} on 127.0.0.1 is taken ({exc.strerror}): choose another with --port N (or PORT=N)")
 
 
 @contextlib.contextmanager
@@ -48,6 +67,8 @@ def serving(app: Any, *, port: int, once: bool) -> Iterator[None]:
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
+        if not thread.is_alive():  # uvicorn could not bind (the port was taken meanwhile): never wait forever
+            sys.exit(f"the app could not be served on 127.0.0.1:{port}: choose another port with --port N")
         time.sleep(0.01)
     try:
         yield

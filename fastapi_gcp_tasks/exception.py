@@ -13,7 +13,10 @@ FastAPIGCPTasksError
 ├── TaskAlreadyExistsError    a task with this name exists or existed recently (duplicate `task_id`)
 ├── SendError                 the service refused or could not be reached while creating a task or job
 ├── WorkerConfigError         a worker-side dependency or policy given a value it cannot honour (raised when created)
-└── BufferRequiredError       a `.delay()` that must be buffered ran outside any request buffer
+├── BufferRequiredError       a `.delay()` that must be buffered ran outside any request buffer
+├── OutboxError               (fastapi_gcp_tasks.outbox) the outbox cannot be used as configured
+│   └── OutboxSchemaError     the outbox tables are missing: run `fastapi-gcp-tasks outbox migrate`
+└── RelayDatabaseError        (fastapi_gcp_tasks.outbox) the relay gave up reaching its database
 ```
 
 `TaskArgumentError` subclasses `ValueError`, and `MissingParamError` / `WrongTypeError` keep the

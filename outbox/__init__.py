@@ -16,8 +16,8 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     ) from exc
 
 from fastapi_gcp_tasks.outbox._client import BatchSender, CloudTasksRelayClient, NullRelayClient
-from fastapi_gcp_tasks.outbox._migrate import migrate
-from fastapi_gcp_tasks.outbox._relay import Relay, RelaySettings, RelayStats
+from fastapi_gcp_tasks.outbox._migrate import OutboxError, OutboxSchemaError, migrate, require_schema
+from fastapi_gcp_tasks.outbox._relay import Relay, RelayDatabaseError, RelaySettings, RelayStats
 from fastapi_gcp_tasks.outbox._schema import (
     DEAD_LETTER_TABLE,
     NOTIFY_CHANNEL,
@@ -41,11 +41,14 @@ __all__ = [
     "CloudTasksRelayClient",
     "DeadLetter",
     "NullRelayClient",
+    "OutboxError",
+    "OutboxSchemaError",
     "OutboxSink",
     "OutboxStats",
     "OutboxStore",
     "OutboxTables",
     "Relay",
+    "RelayDatabaseError",
     "RelaySettings",
     "RelayStats",
     "add_outbox_tables",
@@ -55,5 +58,6 @@ __all__ = [
     "outbox_session",
     "outbox_sink",
     "outbox_table",
+    "require_schema",
     "use_outbox",
 ]

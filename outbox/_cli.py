@@ -1,25 +1,35 @@
 """`fastapi-gcp-tasks relay` and `fastapi-gcp-tasks outbox migrate | status | dead-letters | requeue`.
 
-Every option can also be set through the environment variable shown in its help.
+Every option can also be set through the environment variable shown in its help. A database error is one
+line and an exit status (docs/cli.md): 2 when the URL, its driver or the schema needs fixing (an outbox that
+was never migrated says to run `outbox migrate`), 1 when the database could not be reached or failed.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import json
-import logging
 import signal
-import sys
+from collections.abc import Iterator
 from typing import Any
 
-from fastapi_gcp_tasks._cli_options import env_option
+from fastapi_gcp_tasks._cli_options import (
+    CommandError,
+    ConfigError,
+    add_debug_option,
+    add_logging_options,
+    env_option,
+    port,
+    setup_logging,
+)
 from fastapi_gcp_tasks.transport._clients import EMULATOR_HOST_ENV
 
 __all__ = ["register"]
 
-_SKIP_LOG_FIELDS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+_MISSING_TABLE_WORDS = ("no such table", "does not exist", "doesn't exist", "undefinedtable")
 
 
 def _database_option(parser: argparse.ArgumentParser) -> None:
@@ -30,6 +40,7 @@ def _database_option(parser: argparse.ArgumentParser) -> None:
         required=True,
         help="SQLAlchemy URL of the database holding the outbox",
     )
+    add_debug_option(parser)
 
 
 def register(subparsers: Any) -> None:
@@ -104,12 +115,18 @@ def register(subparsers: Any) -> None:
         help="seconds between backlog snapshots",
     )
     env_option(
-        relay, "--metrics-port", env=env + "METRICS_PORT", type=int, help="serve Prometheus metrics on this port"
+        relay, "--metrics-port", env=env + "METRICS_PORT", type=port, help="serve Prometheus metrics on this port"
     )
     env_option(
-        relay, "--log-format", env=env + "LOG_FORMAT", default="json", choices=["json", "text"], help="log format"
+        relay,
+        "--max-database-failures",
+        env=env + "MAX_DATABASE_FAILURES",
+        default=0,
+        type=int,
+        help="exit with status 1 after this many failed claims in a row (a wrong URL, a database down); "
+        "0 (default) retries forever",
     )
-    env_option(relay, "--log-level", env=env + "LOG_LEVEL", default="INFO", help="log level")
+    add_logging_options(relay, env)
     relay.set_defaults(func=_run_relay)
 
     outbox = subparsers.add_parser("outbox", help="migrate, inspect and repair the transactional outbox")
@@ -117,19 +134,27 @@ def register(subparsers: Any) -> None:
 
     migrate = commands.add_parser("migrate", help="create or upgrade the outbox tables")
     _database_option(migrate)
-    migrate.add_argument("--revision", default="head", help="target revision (default: head; 'base' drops all)")
+    env_option(
+        migrate,
+        "--revision",
+        env="FASTAPI_GCP_TASKS_OUTBOX_REVISION",
+        default="head",
+        help="target revision (default: head; 'base' drops all)",
+    )
     migrate.set_defaults(func=_migrate)
 
     status = commands.add_parser("status", help="backlog, age of the oldest row, dead letters")
     _database_option(status)
-    status.add_argument("--json", action="store_true", help="print JSON")
+    env_option(status, "--json", env="FASTAPI_GCP_TASKS_OUTBOX_JSON", action="store_true", help="print JSON")
     status.set_defaults(func=_status)
 
     dead = commands.add_parser("dead-letters", help="list the tasks the relay gave up on")
     _database_option(dead)
-    dead.add_argument("--queue", help="only this queue path")
-    dead.add_argument("--limit", type=int, default=50)
-    dead.add_argument("--json", action="store_true", help="print JSON lines")
+    env_option(dead, "--queue", env="FASTAPI_GCP_TASKS_OUTBOX_QUEUE", help="only this queue path")
+    env_option(
+        dead, "--limit", env="FASTAPI_GCP_TASKS_OUTBOX_LIMIT", type=int, default=50, help="at most this many (50)"
+    )
+    env_option(dead, "--json", env="FASTAPI_GCP_TASKS_OUTBOX_JSON", action="store_true", help="print JSON lines")
     dead.set_defaults(func=_dead_letters)
 
     requeue = commands.add_parser("requeue", help="move dead letters back to the outbox")
@@ -137,61 +162,39 @@ def register(subparsers: Any) -> None:
     which = requeue.add_mutually_exclusive_group(required=True)
     which.add_argument("--id", type=int, action="append", dest="ids", help="a dead letter id (repeatable)")
     which.add_argument("--all", action="store_true", help="every dead letter (of --queue, if given)")
-    requeue.add_argument("--queue", help="only this queue path")
+    env_option(requeue, "--queue", env="FASTAPI_GCP_TASKS_OUTBOX_QUEUE", help="only this queue path")
     requeue.set_defaults(func=_requeue)
-
-
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        entry.update({k: v for k, v in vars(record).items() if k not in _SKIP_LOG_FIELDS})
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
-
-
-def _setup_logging(fmt: str, level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        _JsonFormatter() if fmt == "json" else logging.Formatter("%(asctime)s %(levelname)s %(message)s")
-    )
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
 
 
 def _run_relay(args: argparse.Namespace) -> int:
     from fastapi_gcp_tasks.outbox._client import CloudTasksRelayClient
     from fastapi_gcp_tasks.outbox._relay import Relay, RelaySettings
 
-    _setup_logging(args.log_format, args.log_level)
-    settings = RelaySettings(
-        batch_size=args.batch_size,
-        concurrency=args.concurrency,
-        poll_interval=args.poll_interval,
-        listen=not args.no_listen,
-        lease_seconds=args.lease_seconds,
-        send_timeout=args.send_timeout,
-        max_attempts=args.max_attempts,
-        backoff_initial=args.backoff_initial,
-        backoff_max=args.backoff_max,
-        outage_pause_max=args.outage_pause_max,
-        retention_seconds=args.retention_seconds,
-        shutdown_timeout=args.shutdown_timeout,
-        stats_interval=args.stats_interval,
-    )
+    setup_logging(args.log_format, args.log_level)
+    with _usage_errors():
+        settings = RelaySettings(
+            batch_size=args.batch_size,
+            concurrency=args.concurrency,
+            poll_interval=args.poll_interval,
+            listen=not args.no_listen,
+            lease_seconds=args.lease_seconds,
+            send_timeout=args.send_timeout,
+            max_attempts=args.max_attempts,
+            backoff_initial=args.backoff_initial,
+            backoff_max=args.backoff_max,
+            outage_pause_max=args.outage_pause_max,
+            retention_seconds=args.retention_seconds,
+            shutdown_timeout=args.shutdown_timeout,
+            stats_interval=args.stats_interval,
+        )
     if args.emulator_host:
         client = CloudTasksRelayClient.for_emulator(
             args.emulator_host, mode=args.send_mode, concurrency=args.send_concurrency
         )
     else:
         client = CloudTasksRelayClient(mode=args.send_mode, concurrency=args.send_concurrency)
-    relay = Relay(args.database_url, client, settings)
+    with _database_errors():
+        relay = Relay(args.database_url, client, settings)
     if args.metrics_port is not None:
         from fastapi_gcp_tasks.outbox._metrics import serve_metrics
 
@@ -202,35 +205,73 @@ def _run_relay(args: argparse.Namespace) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, relay.stop)
         try:
-            await relay.run()
+            await relay.run(max_database_failures=args.max_database_failures or None)
         finally:
             await client.close()
 
     try:
-        asyncio.run(main())
+        with _database_errors():
+            asyncio.run(main())
     finally:
         relay.engine.dispose()
     return 0
 
 
-def _store(args: argparse.Namespace) -> Any:
+@contextlib.contextmanager
+def _usage_errors() -> Iterator[None]:
+    """A setting refused by the library (ValueError) is a usage error, status 2."""
+    try:
+        yield
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+@contextlib.contextmanager
+def _database_errors() -> Iterator[None]:
+    """SQLAlchemy's errors as one line: status 2 for what to fix (URL, driver, schema), 1 for the rest."""
+    from sqlalchemy import exc as sa
+
+    try:
+        yield
+    except (sa.ArgumentError, sa.NoSuchModuleError) as exc:
+        raise ConfigError(f"bad --database-url: {exc}") from exc
+    except ImportError as exc:
+        raise ConfigError(f"the database driver of --database-url is not installed: {exc}") from exc
+    except sa.DBAPIError as exc:
+        detail = f"{type(exc.orig).__name__}: {exc.orig}"
+        if any(word in detail.lower() for word in _MISSING_TABLE_WORDS):
+            raise ConfigError(
+                f"the outbox tables are missing ({detail}); create them with: fastapi-gcp-tasks outbox migrate"
+            ) from exc
+        raise CommandError(f"database error: {detail}") from exc
+
+
+@contextlib.contextmanager
+def _store(args: argparse.Namespace) -> Iterator[Any]:
+    """The outbox store of `--database-url`, its database errors translated, its engine disposed after."""
     from fastapi_gcp_tasks.outbox._engine import relay_engine
     from fastapi_gcp_tasks.outbox._sql import OutboxStore
 
-    return OutboxStore(relay_engine(args.database_url))
+    with _database_errors():
+        store = OutboxStore(relay_engine(args.database_url))
+        try:
+            yield store
+        finally:
+            store.engine.dispose()
 
 
 def _migrate(args: argparse.Namespace) -> int:
     from fastapi_gcp_tasks.outbox._migrate import migrate
 
-    print(f"outbox schema at revision {migrate(args.database_url, args.revision) or 'base'}")
+    with _database_errors():
+        revision = migrate(args.database_url, args.revision)
+    print(f"outbox schema at revision {revision or 'base'}")
     return 0
 
 
 def _status(args: argparse.Namespace) -> int:
-    store = _store(args)
-    stats = store.stats()
-    store.engine.dispose()
+    with _store(args) as store:
+        stats = store.stats()
     if args.json:
         print(json.dumps(dataclasses.asdict(stats)))
     else:
@@ -239,13 +280,14 @@ def _status(args: argparse.Namespace) -> int:
             f"pending {stats.pending} (ready {stats.ready}, retrying {stats.retrying}), oldest {age}, "
             f"retained {stats.retained}, dead letters {stats.dead_letters}"
         )
+        if stats.last_error:
+            print(f"last error: {stats.last_error}")
     return 0
 
 
 def _dead_letters(args: argparse.Namespace) -> int:
-    store = _store(args)
-    letters = store.dead_letters(limit=args.limit, queue_path=args.queue)
-    store.engine.dispose()
+    with _store(args) as store:
+        letters = store.dead_letters(limit=args.limit, queue_path=args.queue)
     for letter in letters:
         if args.json:
             print(json.dumps(dataclasses.asdict(letter), default=str))
@@ -257,8 +299,7 @@ def _dead_letters(args: argparse.Namespace) -> int:
 
 
 def _requeue(args: argparse.Namespace) -> int:
-    store = _store(args)
-    moved = store.requeue(None if args.all else args.ids, queue_path=args.queue)
-    store.engine.dispose()
+    with _store(args) as store:
+        moved = store.requeue(None if args.all else args.ids, queue_path=args.queue)
     print(f"requeued {moved} dead letter(s)")
     return 0

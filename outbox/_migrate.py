@@ -1,6 +1,8 @@
-"""Running the outbox's alembic migrations, with their own version table.
+"""Running the outbox's alembic migrations, with their own version table, and telling a missing schema apart.
 
 The scripts live in the repository's `migrations/` and are shipped inside the wheel as `outbox/_migrations`.
+A database that was never migrated answers a `.delay()` with the driver's "relation does not exist"; the
+helpers here turn that into an `OutboxSchemaError` naming the command that fixes it.
 """
 
 from __future__ import annotations
@@ -12,12 +14,66 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import URL, Connection, Engine
+from sqlalchemy.exc import DBAPIError
 
+from fastapi_gcp_tasks.exception import FastAPIGCPTasksError
 from fastapi_gcp_tasks.outbox._engine import relay_engine
+from fastapi_gcp_tasks.outbox._schema import DEAD_LETTER_TABLE, OUTBOX_TABLE
 
-__all__ = ["VERSION_TABLE", "current_revision", "head_revision", "migrate", "migrations_dir"]
+__all__ = [
+    "MIGRATE_HINT",
+    "VERSION_TABLE",
+    "OutboxError",
+    "OutboxSchemaError",
+    "current_revision",
+    "head_revision",
+    "is_missing_schema",
+    "migrate",
+    "migrations_dir",
+    "require_schema",
+    "schema_error",
+]
 
 VERSION_TABLE = "fastapi_gcp_tasks_outbox_version"
+MIGRATE_HINT = "run `fastapi-gcp-tasks outbox migrate --database-url URL` (or `outbox.migrate(engine)`) first"
+
+# How each supported database says that a table is missing, whatever the driver wrapping it.
+_MISSING_TABLE_PHRASES = ("does not exist", "doesn't exist", "no such table", "undefined table")
+
+
+class OutboxError(FastAPIGCPTasksError):
+    """The outbox cannot be used as configured: the message says what to change."""
+
+
+class OutboxSchemaError(OutboxError):
+    """The outbox tables are missing (or older than this library): the database needs `outbox migrate`."""
+
+
+def is_missing_schema(exc: BaseException) -> bool:
+    """Whether `exc` is a database error about an outbox table that does not exist."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    message = str(exc.orig if exc.orig is not None else exc).lower()
+    return any(table in message for table in (OUTBOX_TABLE, DEAD_LETTER_TABLE)) and any(
+        phrase in message for phrase in _MISSING_TABLE_PHRASES
+    )
+
+
+def schema_error(exc: DBAPIError) -> OutboxSchemaError:
+    """The `OutboxSchemaError` to raise from `exc` (a missing outbox table), naming the fix."""
+    return OutboxSchemaError(f"the outbox tables do not exist in this database: {MIGRATE_HINT} ({exc.orig})")
+
+
+def require_schema(engine: Engine) -> None:
+    """Raise `OutboxSchemaError` unless the database holds the newest outbox schema shipped with this library.
+
+    For processes that only use the outbox (the relay, the `outbox` commands): one query at start-up turns a
+    database that was never migrated into one clear error instead of a failure on every claim.
+    """
+    current, head = current_revision(engine), head_revision()
+    if current != head:
+        state = "has no outbox schema" if current is None else f"has outbox schema {current}, not {head}"
+        raise OutboxSchemaError(f"the database {state}: {MIGRATE_HINT}")
 
 
 def migrations_dir() -> Path:

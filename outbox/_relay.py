@@ -10,9 +10,16 @@ records the outcome in one transaction fenced by the lease token:
 * a permanent error (INVALID_ARGUMENT and the like), an undecodable row, or `max_attempts` reached: the row moves
   to the dead-letter table with the reason.
 
+When every send of a batch fails with a retryable error, Cloud Tasks looks unreachable: the relay stops claiming for
+a backoff delay, then sends one small probe batch at a time until a send gets through.
+
 A relay that dies at any point leaves its rows leased; once the lease expires another relay takes them and sends
 them again under the same task names, which Cloud Tasks deduplicates. Database calls run in worker threads
 with a blocking driver; the event loop only waits.
+
+Operation: whatever a client raises (a missing credential, a custom client's bug) is recorded like a retryable
+error, so no batch is ever left unrecorded; every send is cut off before its lease ends, so a hanging Cloud Tasks
+never lets another relay claim rows still being sent; an outage pause sleeps (NOTIFYs do not wake it).
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from google.auth.exceptions import DefaultCredentialsError
 from google.cloud import tasks_v2
 from sqlalchemy import URL, Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -39,9 +47,19 @@ from fastapi_gcp_tasks.outbox._schema import NOTIFY_CHANNEL
 from fastapi_gcp_tasks.outbox._sql import ClaimedRow, OutboxStats, OutboxStore
 from fastapi_gcp_tasks.transport._tasks import batches
 
-__all__ = ["Relay", "RelaySettings", "RelayStats"]
+__all__ = ["Relay", "RelayDatabaseError", "RelaySettings", "RelayStats"]
 
 logger = logging.getLogger("outbox.relay")
+
+PROBE_ROWS = 10
+"""Rows claimed at a time while Cloud Tasks looks unreachable (after a batch in which every send failed)."""
+
+
+class RelayDatabaseError(FastAPIGCPTasksError):
+    """`Relay.run(max_database_failures=N)` gave up: N claims in a row failed (a wrong URL, a database down).
+
+    The SQLAlchemy error of the last attempt is the `__cause__`.
+    """
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -155,18 +173,30 @@ class Relay:
         self.stats = RelayStats()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
+        self._stopping: asyncio.Event | None = None
         self._stop_requested = False
         self._pause_until = 0.0
         self._outage = 0
+        self._reported_failures: set[str] = set()
+        """Client failures already logged at length: each kind is explained once, then counted."""
+        self._missing_queues: set[str] = set()
+        """Queues whose NOT_FOUND was logged (again after the queue has delivered)."""
+        self._last_summary: tuple[Any, ...] | None = None
 
     def stop(self) -> None:
         """Ask the relay to stop: no new claims; batches in flight finish (see `shutdown_timeout`)."""
         self._stop_requested = True
         self._notify()
+        loop, stopping = self._loop, self._stopping
+        if loop is not None and stopping is not None:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(stopping.set)
 
     def _notify(self) -> None:
         loop, wake = self._loop, self._wake
-        if loop is not None and wake is not None:
+        # A wake-up already pending covers this one (the claim it causes runs after the notifying commit), and
+        # not waking the loop again keeps a burst of commits during a pause cheap.
+        if loop is not None and wake is not None and not wake.is_set():
             with contextlib.suppress(RuntimeError):  # the loop closed in the meantime
                 loop.call_soon_threadsafe(wake.set)
 
@@ -181,10 +211,20 @@ class Relay:
             self.stop()
             await task
 
-    async def run(self, *, until_idle: bool = False) -> RelayStats:
-        """Relay until `stop()` (or, with `until_idle`, until no row is ready and nothing is in flight)."""
+    async def run(self, *, until_idle: bool = False, max_database_failures: int | None = None) -> RelayStats:
+        """Relay until `stop()` (or, with `until_idle`, until no row is ready and nothing is in flight).
+
+        `max_database_failures`: after this many failed claims in a row (about 0.2 s, then up to 5 s apart),
+        raise `RelayDatabaseError` instead of retrying forever, so that a wrong database URL ends a relay process
+        (None: keep retrying, for a relay inside an application that should survive a database restart).
+        """
+        if max_database_failures is not None and max_database_failures < 1:
+            raise ValueError(f"max_database_failures={max_database_failures!r} must be at least 1 (or None)")
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        if self._stop_requested:
+            self._stopping.set()
         self._pause_until = 0.0
         self._outage = 0
         settings = self.settings
@@ -208,29 +248,53 @@ class Relay:
                 if now < self._pause_until:
                     if until_idle and not in_flight:
                         break
-                    await self._sleep(self._pause_until - now)
+                    # Only stop() ends an outage pause early: commits keep notifying during an outage, and
+                    # waking on each of them would spin the loop (LISTEN made the relay busy-wait before).
+                    await self._sleep(min(self._pause_until - now, settings.stats_interval), wake_on_notify=False)
+                    continue
+                probing = self._outage > 0
+                if probing and in_flight:
+                    # In an outage one small batch at a time probes the service: the backlog keeps its attempts
+                    # and the relay its CPU until a send gets through.
+                    stopping = asyncio.ensure_future(self._stopping.wait())
+                    await asyncio.wait(
+                        {*in_flight, stopping}, timeout=settings.stats_interval, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    stopping.cancel()
                     continue
                 await slots.acquire()
                 if self._stop_requested:
                     slots.release()
                     break
                 self._wake.clear()
+                # The lease starts when the claim statement runs, after this instant: a deadline taken from it
+                # ends no later than the lease does.
+                claim_started = time.monotonic()
                 try:
                     token, rows = await asyncio.to_thread(
-                        self.store.claim, settings.batch_size, lease_seconds=settings.lease_seconds
+                        self.store.claim,
+                        min(settings.batch_size, PROBE_ROWS) if probing else settings.batch_size,
+                        lease_seconds=settings.lease_seconds,
                     )
                 except SQLAlchemyError as exc:
                     slots.release()
                     failures += 1
                     self.stats.database_errors += 1
+                    error = _first_line(exc)
+                    if max_database_failures is not None and failures >= max_database_failures:
+                        raise RelayDatabaseError(
+                            f"{failures} claims in a row failed on {self.engine.url!r}: {error}. Check the database "
+                            "URL (--database-url / FASTAPI_GCP_TASKS_DATABASE_URL), that the server is up and "
+                            "that `fastapi-gcp-tasks outbox migrate` ran"
+                        ) from exc
                     delay = min(5.0, 0.1 * 2**failures)
                     logger.warning(
                         "claim failed, retrying in %.1fs: %s",
                         delay,
-                        exc.__class__.__name__,
-                        extra={"event": "claim_failed", "error": str(exc).splitlines()[0]},
+                        error,
+                        extra={"event": "claim_failed", "error": error, "failures": failures},
                     )
-                    await self._sleep(delay)
+                    await self._sleep(delay, wake_on_notify=False)
                     continue
                 failures = 0
                 if not rows:
@@ -241,7 +305,7 @@ class Relay:
                     continue
                 failpoint("claimed")
                 self.stats.claimed += len(rows)
-                task = asyncio.create_task(self._process(token, rows, time.monotonic() + settings.lease_seconds))
+                task = asyncio.create_task(self._process(token, rows, claim_started + settings.lease_seconds))
                 in_flight.add(task)
                 task.add_done_callback(in_flight.discard)
                 task.add_done_callback(lambda _: slots.release())
@@ -263,22 +327,38 @@ class Relay:
         if pending:
             await asyncio.wait(pending)
 
-    async def _sleep(self, seconds: float) -> None:
-        assert self._wake is not None
+    async def _sleep(self, seconds: float, *, wake_on_notify: bool = True) -> None:
+        """Sleep up to `seconds`; `stop()` always ends the sleep, a NOTIFY (or a finished batch) only if asked."""
+        event = self._wake if wake_on_notify else self._stopping
+        assert event is not None
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), seconds)
+            await asyncio.wait_for(event.wait(), seconds)
 
     async def _snapshot(self) -> None:
         try:
             snapshot = await asyncio.to_thread(self.store.stats)
-        except SQLAlchemyError:
+        except SQLAlchemyError as exc:
+            logger.debug("could not read the outbox snapshot: %s", _first_line(exc))
             return
         self.stats.last_snapshot = snapshot
+        fields = _snapshot_fields(snapshot)
+        counters = self._counters()
+        # An idle relay has nothing to say: the summary is logged when the backlog or a counter moved (the age of
+        # the oldest row alone does not count; a stuck backlog moves the retry counter).
+        summary = tuple(value for key, value in fields.items() if key != "oldest_age_seconds") + tuple(
+            counters.values()
+        )
+        if summary == self._last_summary:
+            return
+        self._last_summary = summary
         logger.info(
-            "outbox: %d pending, oldest %.1fs",
+            "outbox: %d pending (%d ready, %d retrying), oldest %.1fs, %d dead letters",
             snapshot.pending,
+            snapshot.ready,
+            snapshot.retrying,
             snapshot.oldest_age_seconds or 0.0,
-            extra={"event": "outbox_snapshot", **_snapshot_fields(snapshot), **self._counters()},
+            snapshot.dead_letters,
+            extra={"event": "outbox_snapshot", **fields, **counters},
         )
 
     def _counters(self) -> dict[str, int]:
@@ -293,14 +373,20 @@ class Relay:
 
     async def _process(self, token: str, rows: list[ClaimedRow], lease_deadline: float) -> None:
         try:
-            outcome = await self._send(rows)
+            outcome = await self._send(rows, lease_deadline - _finish_reserve(self.settings.lease_seconds))
         except asyncio.CancelledError:
             await self._release(token, rows)
             raise
+        except Exception as exc:  # a bug here must still leave every row recorded, not leased
+            logger.exception("sending a batch failed unexpectedly", extra={"event": "send_crashed"})
+            outcome = _Outcome()
+            error = SendError(f"relay error: {type(exc).__name__}: {exc}", retryable=True)
+            for row in rows:
+                self._classify(row, error, outcome)
         failpoint("sent")
         await self._finish(token, rows, outcome, lease_deadline)
 
-    async def _send(self, rows: list[ClaimedRow]) -> _Outcome:
+    async def _send(self, rows: list[ClaimedRow], send_deadline: float) -> _Outcome:
         outcome = _Outcome()
         decoded: list[tuple[ClaimedRow, tasks_v2.CreateTaskRequest]] = []
         for row in rows:
@@ -309,24 +395,81 @@ class Relay:
             except Exception as exc:  # noqa: BLE001  # protobuf raises several unrelated types; the row is recorded
                 outcome.dead.append((row.id, f"undecodable request: {exc!r}"))
         chunks = batches(decoded, lambda pair: pair[0].queue_path)
-        results = await asyncio.gather(*(self._send_queue(batch) for batch in chunks))
+        results = await asyncio.gather(*(self._send_queue(batch, send_deadline) for batch in chunks))
         for batch, answers in zip(chunks, results, strict=True):
             for (row, _), answer in zip(batch, answers, strict=True):
                 self._classify(row, answer, outcome)
         return outcome
 
     async def _send_queue(
-        self, batch: Sequence[tuple[ClaimedRow, tasks_v2.CreateTaskRequest]]
+        self, batch: Sequence[tuple[ClaimedRow, tasks_v2.CreateTaskRequest]], send_deadline: float
     ) -> Sequence[tasks_v2.Task | FastAPIGCPTasksError]:
+        """One call to the client; whatever goes wrong becomes an answer for every request, never an exception.
+
+        The call is cut off at `send_deadline`, before the lease ends: `send_timeout` bounds each RPC, but a
+        batch may need several (concurrent mode queues them behind `send_concurrency`), and a foreign client may
+        not honour it at all. A cut-off task may still have been created; its resend gets ALREADY_EXISTS.
+        """
         requests = [request for _, request in batch]
+        budget = send_deadline - time.monotonic()
+        error: FastAPIGCPTasksError
         try:
-            answers = await self.client.send_batch_async(requests, timeout=self.settings.send_timeout)
+            async with asyncio.timeout(max(budget, 0.0)) as deadline:
+                answers = await self.client.send_batch_async(requests, timeout=self.settings.send_timeout)
         except FastAPIGCPTasksError as exc:
             return [exc] * len(requests)
+        except TimeoutError as exc:
+            if not deadline.expired():
+                error = self._client_failure(exc)
+            else:
+                error = SendError(
+                    f"no answer from Cloud Tasks within {max(budget, 0.0):.1f}s, the time left before the lease "
+                    f"of {self.settings.lease_seconds:g}s ends; retried under the same task name",
+                    retryable=True,
+                )
+                self._report_once(
+                    "lease_cutoff",
+                    "a send to Cloud Tasks was still unanswered near the end of its lease and was cut off; its rows "
+                    "are retried with backoff. Hint: Cloud Tasks hangs or is slow; if it is merely slow, raise "
+                    "--lease-seconds or lower --batch-size",
+                    None,
+                )
+            return [error] * len(requests)
+        except Exception as exc:  # noqa: BLE001  # any client failure is recorded on the rows, never lost
+            return [self._client_failure(exc)] * len(requests)
         if len(answers) != len(requests):
             error = SendError(f"the client answered {len(answers)} of {len(requests)} requests", retryable=True)
             return [error] * len(requests)
         return answers
+
+    def _client_failure(self, exc: Exception) -> SendError:
+        """A retryable error standing for an exception that is not one of the library's (explained once)."""
+        cause = f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}".strip().rstrip(":")
+        if isinstance(exc, DefaultCredentialsError):
+            hint = (
+                "no Google credentials: run on a service account, set GOOGLE_APPLICATION_CREDENTIALS, run "
+                "`gcloud auth application-default login`, or pass --emulator-host for the emulator"
+            )
+        else:
+            hint = (
+                "the Cloud Tasks client raised instead of answering; a custom client (BatchSender) should "
+                "return a FastAPIGCPTasksError per request rather than raise"
+            )
+        self._report_once(type(exc).__qualname__, f"the Cloud Tasks client failed: {cause}. Hint: {hint}", exc)
+        return SendError(f"client error: {cause[:500]} (hint: {hint})", retryable=True)
+
+    def _report_once(self, kind: str, message: str, exc: BaseException | None) -> None:
+        # A broken client fails every batch alike: one explanation with the traceback, then one debug line each.
+        if kind in self._reported_failures:
+            logger.debug(message, extra={"event": "send_failed", "kind": kind})
+            return
+        self._reported_failures.add(kind)
+        logger.error(
+            "%s; the rows are retried with backoff and dead-lettered after --max-attempts",
+            message,
+            exc_info=exc,
+            extra={"event": "send_failed", "kind": kind},
+        )
 
     def _classify(self, row: ClaimedRow, answer: tasks_v2.Task | FastAPIGCPTasksError, outcome: _Outcome) -> None:
         if isinstance(answer, tasks_v2.Task | TaskAlreadyExistsError):
@@ -383,6 +526,40 @@ class Relay:
             )
         for row_id, reason in outcome.dead:
             logger.error("dead-lettered row %d: %s", row_id, reason, extra={"event": "dead_lettered", "row": row_id})
+        self._log_rows(rows, outcome)
+
+    def _log_rows(self, rows: list[ClaimedRow], outcome: _Outcome) -> None:
+        """One DEBUG line per task, and the one warning that says why a queue is missing and what to do."""
+        by_id = {row.id: row for row in rows}
+        for row_id, _, error in outcome.retries:
+            if "NOT_FOUND" in error:
+                self._warn_missing_queue(by_id[row_id].queue_path, error)
+        for row_id in outcome.delivered:
+            self._missing_queues.discard(by_id[row_id].queue_path)
+        if not logger.isEnabledFor(logging.DEBUG):
+            return
+        for row_id in outcome.delivered:
+            logger.debug("created %s", by_id[row_id].task_name, extra={"event": "task_created", "row": row_id})
+        for row_id, delay, error in outcome.retries:
+            logger.debug(
+                "retrying %s in %.1fs: %s",
+                by_id[row_id].task_name,
+                delay,
+                error,
+                extra={"event": "task_retry", "row": row_id, "attempts": by_id[row_id].attempts},
+            )
+
+    def _warn_missing_queue(self, queue_path: str, error: str) -> None:
+        if queue_path in self._missing_queues:
+            return
+        self._missing_queues.add(queue_path)
+        logger.warning(
+            "queue %s does not exist (NOT_FOUND): its tasks are retried until it does. Create it (`gcloud tasks "
+            "queues create`, or `ensure_queue` at deploy time), or let the relay create it: "
+            "CloudTasksRelayClient(auto_create_queue=True), the default; the client needs roles/cloudtasks.queueAdmin",
+            queue_path,
+            extra={"event": "queue_not_found", "queue_path": queue_path, "error": error},
+        )
 
     def _track_outage(self, outcome: _Outcome) -> None:
         # A batch in which every send failed and will be retried looks like Cloud Tasks being unreachable:
@@ -424,6 +601,15 @@ def _log_crash(task: asyncio.Task[RelayStats]) -> None:
         logger.error("the relay stopped on an error", exc_info=task.exception(), extra={"event": "relay_crashed"})
 
 
+def _finish_reserve(lease_seconds: float) -> float:
+    """The part of a lease kept for recording the outcome after the send: a quarter, at most 5 s."""
+    return min(5.0, lease_seconds / 4)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
+
+
 def _snapshot_fields(snapshot: OutboxStats) -> dict[str, Any]:
     return {
         "pending": snapshot.pending,
@@ -431,6 +617,7 @@ def _snapshot_fields(snapshot: OutboxStats) -> dict[str, Any]:
         "retrying": snapshot.retrying,
         "oldest_age_seconds": snapshot.oldest_age_seconds,
         "dead_letters": snapshot.dead_letters,
+        "last_error": snapshot.last_error,
     }
 
 

@@ -101,6 +101,8 @@ class OutboxStats:
     retained: int
     """Delivered rows kept for the retention window."""
     dead_letters: int
+    last_error: str | None = None
+    """The error of the most recently retried pending row (what the relay keeps running into), if any."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,9 +252,16 @@ class OutboxStore:
                 )
             ).one()
             dead = conn.execute(select(func.count()).select_from(dead_letter_table)).scalar_one()
+            # The row whose next attempt is furthest away failed last (or nearly): its error is the newest one.
+            last_error = conn.execute(
+                select(_o.last_error)
+                .where(pending, _o.last_error.is_not(None))
+                .order_by(_o.available_at.desc())
+                .limit(1)
+            ).scalar()
         oldest, now = row[3], row[5]
         age = max(0.0, (now - oldest).total_seconds()) if oldest is not None else None
-        return OutboxStats(int(row[0]), int(row[1]), int(row[2]), age, int(row[4]), int(dead))
+        return OutboxStats(int(row[0]), int(row[1]), int(row[2]), age, int(row[4]), int(dead), last_error)
 
     def dead_letters(self, *, limit: int = 100, queue_path: str | None = None) -> list[DeadLetter]:
         """The most recent dead letters first."""

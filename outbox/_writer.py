@@ -3,6 +3,17 @@
 `OutboxSink` is a `TaskSink`: the route builder hands it a validated, named `PreparedTask` and it stores the
 serialized `CreateTaskRequest`, so the relay later sends exactly what a direct `.delay()` would have sent. It never
 commits, flushes or rolls back: the task exists if and only if the caller's transaction commits.
+
+That promise only holds inside a transaction the caller controls, so the sink refuses, at the `.delay()` call,
+a session or connection with no transaction in progress (its row would be committed by nobody, or by whoever
+happens to commit next) and an AUTOCOMMIT connection (its row would be committed even if the caller rolls back).
+A database without the outbox tables gets an `OutboxSchemaError` that names `fastapi-gcp-tasks outbox migrate`.
+
+`outbox_session()` is the request-scoped form: a FastAPI dependency whose transaction commits after the endpoint
+returns and *before* the response starts, so a failed commit is a 5xx and no client is told about a task that
+will never exist. FastAPI runs the exit code of `yield` dependencies before the response up to 0.117 and after
+it from 0.118 on; from 0.121 a dependency can ask for `scope="function"`, which exits before the response again.
+The dependency uses whichever of the two the installed FastAPI has, and refuses 0.118 to 0.120, which have neither.
 """
 
 from __future__ import annotations
@@ -10,17 +21,21 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
+import inspect
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
+import fastapi
 from google.cloud import tasks_v2
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, registry, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from fastapi_gcp_tasks.build._naming import new_task_id, task_name
 from fastapi_gcp_tasks.dispatch._sink import PreparedTask, use_sink
 from fastapi_gcp_tasks.exception import TaskArgumentError
+from fastapi_gcp_tasks.outbox._migrate import OutboxError, is_missing_schema, schema_error
 from fastapi_gcp_tasks.outbox._schema import db_now, outbox_table
 from fastapi_gcp_tasks.outbox._sql import insert_statement
 
@@ -98,13 +113,15 @@ class OutboxSink:
     def submit(self, task: PreparedTask) -> tasks_v2.Task:
         """Add the task's row to the transaction; with an async session, the row is flushed with it later."""
         session = self._target()
-        values = _row_values(task)
         if isinstance(session, Session | Connection):
-            session.execute(insert_statement(), values)
+            _check_transaction(session.in_transaction())
+            _check_autocommit(_sync_connection(session))
+            _insert(session, _row_values(task))
         elif _is_async_session(session):
-            session.sync_session.add(  # type: ignore[union-attr]
-                _PendingRow(**values, created_at=db_now(), available_at=db_now())
-            )
+            sync_session: Session = session.sync_session  # type: ignore[union-attr]
+            _check_transaction(sync_session.in_transaction())
+            _check_autocommit(sync_session.get_bind(clause=insert_statement()))
+            sync_session.add(_PendingRow(**_row_values(task), created_at=db_now(), available_at=db_now()))
         else:
             raise TaskArgumentError(
                 "a synchronous .delay() cannot write to an AsyncConnection: use an AsyncSession, a sync "
@@ -116,12 +133,68 @@ class OutboxSink:
     async def submit_async(self, task: PreparedTask) -> tasks_v2.Task:
         """Execute the task's INSERT in the transaction."""
         session = self._target()
-        values = _row_values(task)
+        _check_transaction(session.in_transaction())
         if isinstance(session, Session | Connection):
-            session.execute(insert_statement(), values)
+            _check_autocommit(_sync_connection(session))
+            _insert(session, _row_values(task))
+            return task.placeholder()
+        if _is_async_session(session):
+            connection = await session.connection(bind_arguments={"clause": insert_statement()})
         else:
-            await session.execute(insert_statement(), values)
+            connection = cast("AsyncConnection", session)
+        _check_autocommit(connection.sync_connection)
+        try:
+            await session.execute(insert_statement(), _row_values(task))
+        except DBAPIError as exc:
+            if is_missing_schema(exc):
+                raise schema_error(exc) from exc
+            raise
         return task.placeholder()
+
+
+def _check_transaction(in_transaction: bool) -> None:
+    if not in_transaction:
+        raise TaskArgumentError(
+            "outbox .delay() outside a transaction: the row would be committed by nobody, or by whatever commits "
+            "next, not with your work. Call it inside `with session.begin():` (`async with session.begin():`), "
+            "or depend on outbox_session(...) in the endpoint",
+            param="sink",
+        )
+
+
+def _sync_connection(session: Session | Connection) -> Connection:
+    if isinstance(session, Connection):
+        return session
+    # Inside a transaction this is the connection the INSERT will use; it only opens one if none is open yet.
+    return session.connection(bind_arguments={"clause": insert_statement()})
+
+
+def _check_autocommit(bind: Connection | Engine | None) -> None:
+    if bind is not None and _is_autocommit(bind):
+        raise TaskArgumentError(
+            "outbox .delay() on an AUTOCOMMIT connection: its row would be committed at once, even if your "
+            "transaction rolls back. Write to the outbox through an engine or connection without "
+            'isolation_level="AUTOCOMMIT"',
+            param="sink",
+        )
+
+
+def _is_autocommit(bind: Connection | Engine) -> bool:
+    level = bind.get_execution_options().get("isolation_level")
+    if level is not None:
+        return bool(level == "AUTOCOMMIT")
+    # `create_engine(..., isolation_level="AUTOCOMMIT")` is applied on connect and recorded on the dialect only;
+    # reading it costs no round trip, unlike Connection.get_isolation_level().
+    return bool(getattr(bind.dialect, "_on_connect_isolation_level", None) == "AUTOCOMMIT")
+
+
+def _insert(session: Session | Connection, values: dict[str, Any]) -> None:
+    try:
+        session.execute(insert_statement(), values)
+    except DBAPIError as exc:
+        if is_missing_schema(exc):
+            raise schema_error(exc) from exc
+        raise
 
 
 def _row_values(task: PreparedTask) -> dict[str, Any]:
@@ -154,11 +227,13 @@ def use_outbox(session: SessionLike) -> Iterator[OutboxSink]:
 
 def outbox_session(
     factory: sessionmaker[Session] | async_sessionmaker[AsyncSession],
-) -> Callable[[], AsyncIterator[Any]]:
-    """A FastAPI dependency: a session in a transaction that commits when the endpoint succeeds.
+) -> Callable[..., Any]:
+    """A FastAPI dependency: a session in a transaction that commits after the endpoint, before the response.
 
     While the endpoint runs, every `.delay()` writes its task to this transaction (through `use_outbox`), so the
-    tasks exist if and only if the endpoint's database work commits. An exception rolls both back.
+    tasks exist if and only if the endpoint's database work commits. An exception in the endpoint rolls both
+    back; a commit that fails (a unique violation, a lost connection) raises before the response has started,
+    so the client gets a 5xx rather than a 200 for a task that will never exist.
 
     ```python
     Db = Annotated[Session, Depends(outbox_session(SessionLocal))]
@@ -168,31 +243,83 @@ def outbox_session(
         db.add(order_row(order))
         send_receipt.delay(order_id=order.id)
     ```
+
+    Raises `OutboxError` on FastAPI 0.118 to 0.120, where no dependency can act between the endpoint and the
+    response: upgrade FastAPI, or open the transaction in the endpoint (`with session.begin(), use_outbox(session):`).
     """
     types = _async_types()
+    transaction: Callable[[], AsyncIterator[Any]]
     if types is not None and isinstance(factory, types[2]):
-        async_factory: async_sessionmaker[AsyncSession] = factory
+        transaction = _async_transaction(factory)
+    else:
+        transaction = _sync_transaction(factory)  # type: ignore[arg-type]
+    return _before_response(transaction)
 
-        async def async_dependency() -> AsyncIterator[AsyncSession]:
-            async with async_factory() as session, session.begin():
+
+def _async_transaction(factory: async_sessionmaker[AsyncSession]) -> Callable[[], AsyncIterator[AsyncSession]]:
+    async def outbox_transaction() -> AsyncIterator[AsyncSession]:
+        async with factory() as session:
+            await session.begin()
+            try:
                 with use_outbox(session):
                     yield session
+                await session.commit()
+            except DBAPIError as exc:
+                await session.rollback()
+                if is_missing_schema(exc):
+                    raise schema_error(exc) from exc
+                raise
+            except BaseException:
+                await session.rollback()
+                raise
 
-        return async_dependency
+    return outbox_transaction
 
-    sync_factory: sessionmaker[Session] = factory  # type: ignore[assignment]
 
-    async def dependency() -> AsyncIterator[Session]:
-        # An async dependency so that the context it sets reaches the endpoint; blocking calls go to a thread.
-        session = sync_factory()
+def _sync_transaction(factory: sessionmaker[Session]) -> Callable[[], AsyncIterator[Session]]:
+    # An async dependency so that the context it sets reaches the endpoint; blocking calls go to a thread.
+    async def outbox_transaction() -> AsyncIterator[Session]:
+        session = factory()
         try:
+            session.begin()  # no I/O: the connection is taken by the first statement
             with use_outbox(session):
                 yield session
             await run_in_threadpool(session.commit)
+        except DBAPIError as exc:
+            await run_in_threadpool(session.rollback)
+            if is_missing_schema(exc):
+                raise schema_error(exc) from exc
+            raise
         except BaseException:
             await run_in_threadpool(session.rollback)
             raise
         finally:
             await run_in_threadpool(session.close)
 
-    return dependency
+    return outbox_transaction
+
+
+def _fastapi_version() -> tuple[int, int]:
+    major, minor = fastapi.__version__.split(".")[:2]
+    return int(major), int(minor)
+
+
+def _before_response(transaction: Callable[[], AsyncIterator[Any]]) -> Callable[..., Any]:
+    """`transaction` as a dependency whose exit code (the commit) runs before the response is sent."""
+    if "scope" in inspect.signature(fastapi.Depends).parameters:
+        # FastAPI >= 0.121: a function-scoped `yield` dependency exits right after the endpoint and the
+        # serialization of its result, inside the request's error handling and before the response starts.
+        # A plain dependency may depend on one, so users keep writing `Depends(outbox_session(...))`.
+        async def outbox_session_dependency(session: Any = fastapi.Depends(transaction, scope="function")) -> Any:
+            return session
+
+        return outbox_session_dependency
+    if _fastapi_version() < (0, 118):
+        # FastAPI < 0.118 exits every `yield` dependency before it sends the response.
+        return transaction
+    raise OutboxError(
+        f"outbox_session() cannot commit before the response on FastAPI {fastapi.__version__}: from 0.118 to "
+        "0.120 a `yield` dependency exits after the response is sent, so a failed commit would still answer 200. "
+        "Upgrade FastAPI to 0.121 or newer, or commit in the endpoint: "
+        "`with SessionLocal() as session, session.begin(), use_outbox(session): ...`"
+    )

@@ -9,7 +9,8 @@ if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV"
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check uv
 fi
-"$VENV/bin/uv" pip install --python "$VENV/bin/python" --quiet -e '.[emulator]' "fastapi==$OLDEST_FASTAPI" \
-    pytest pytest-asyncio pytest-timeout hypothesis httpx python-multipart cryptography uvicorn
+"$VENV/bin/uv" pip install --python "$VENV/bin/python" --quiet -e '.[emulator,outbox,postgres,mysql]' "fastapi==$OLDEST_FASTAPI" \
+    pytest pytest-asyncio pytest-timeout hypothesis httpx python-multipart cryptography uvicorn \
+    greenlet aiosqlite asyncpg asyncmy
 "$VENV/bin/python" -c "import fastapi; print('FastAPI', fastapi.__version__)"
-"$VENV/bin/python" -m pytest -p no:fastapi_gcp_tasks -q -W ignore::PendingDeprecationWarning -W ignore::DeprecationWarning -W ignore::pydantic.warnings.UnsupportedFieldAttributeWarning -W "ignore:Unknown config option:pytest.PytestConfigWarning" tests/core/test_roundtrip.py tests/core/test_routes.py tests/core/test_refusals.py tests/core/test_reach.py tests/core/test_forward_refs.py tests/core/test_exactly_or_refused.py tests/core/test_typing_runtime.py tests/worker/test_headers.py tests/worker/test_max_retries.py tests/worker/test_poison.py tests/worker/test_oidc.py tests/worker/test_auth.py tests/worker/test_attacks.py
+"$VENV/bin/python" -m pytest -p no:fastapi_gcp_tasks -q -W ignore::PendingDeprecationWarning -W ignore::DeprecationWarning -W ignore::pydantic.warnings.UnsupportedFieldAttributeWarning -W "ignore:Unknown config option:pytest.PytestConfigWarning" tests/core/test_roundtrip.py tests/core/test_routes.py tests/core/test_refusals.py tests/core/test_reach.py tests/core/test_forward_refs.py tests/core/test_exactly_or_refused.py tests/core/test_typing_runtime.py tests/outbox/test_outbox_session.py tests/outbox/test_outbox_misuse.py tests/outbox/test_outbox_writer.py tests/worker/test_headers.py tests/worker/test_max_retries.py tests/worker/test_poison.py tests/worker/test_oidc.py tests/worker/test_auth.py tests/worker/test_attacks.py

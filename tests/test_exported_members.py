@@ -78,6 +78,7 @@ def test_root_all_is_sorted_and_complete() -> None:
         if not name.startswith("_") and not isinstance(value, type(importlib))
     }
     assert public - set(exported) == set(), "public names missing from __all__"
+    assert set(fastapi_gcp_tasks._LAZY) == set(exported), "every public name is loaded on first use"
 
 
 def test_the_core_imports_without_the_outbox_and_emulator_extras() -> None:

@@ -2,12 +2,16 @@
 
 `POST /orders` stores the order and delays `send_receipt` in the same SQL transaction. The relay, running in
 this app's lifespan, creates the committed tasks on Cloud Tasks (here: the local emulator). An order refused
-after its `.delay()` rolls back, and its task is never created.
+after its `.delay()` rolls back, and its task is never created. The transaction commits after the endpoint and
+before the response, so an order whose commit fails (a duplicate `reference`) is answered with an error, never
+with a 200 for a task that will not exist.
 
     fastapi-gcp-tasks emulator --queue projects/demo/locations/local/queues/receipts &
     FASTAPI_GCP_TASKS_EMULATOR_HOST=127.0.0.1:8123 uvicorn examples.outbox.app:app --port 8000
     curl -X POST 'localhost:8000/orders?sku=tea&quantity=2'    # 200: the receipt task runs shortly after
     curl -X POST 'localhost:8000/orders?sku=tea&quantity=99'   # 409: order and task rolled back together
+    curl -X POST 'localhost:8000/orders?sku=cake&quantity=1&reference=A1'   # 200
+    curl -X POST 'localhost:8000/orders?sku=cake&quantity=1&reference=A1'   # 409: duplicate, no second task
 
 In production, run the relay as its own process instead (`fastapi-gcp-tasks relay --database-url ...`).
 """
@@ -18,8 +22,10 @@ import contextlib
 import os
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
 from sqlalchemy import Boolean, Integer, String, create_engine, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from fastapi_gcp_tasks import DelayedRouteBuilder, as_delayed_task
@@ -42,11 +48,13 @@ class Order(Base):
     sku: Mapped[str] = mapped_column(String(40))
     quantity: Mapped[int] = mapped_column(Integer)
     receipt_sent: Mapped[bool] = mapped_column(Boolean, default=False)
+    reference: Mapped[str | None] = mapped_column(String(40), unique=True)  # the client's own id for the order
 
 
 engine = create_engine(DATABASE_URL)
 SessionLocal = sessionmaker(engine)
-Db = Depends(outbox_session(SessionLocal))  # every .delay() in the endpoint joins this session's transaction
+# Every .delay() in the endpoint joins this session's transaction; it commits before the response starts.
+Db = Depends(outbox_session(SessionLocal))
 
 tasks = APIRouter(
     route_class=DelayedRouteBuilder(queue_path=QUEUE, callback_base_url=BASE_URL, sink=outbox_sink()),
@@ -78,9 +86,15 @@ app = FastAPI(lifespan=lifespan)
 app.include_router(tasks)
 
 
+@app.exception_handler(IntegrityError)
+async def duplicate_order(_: Request, exc: IntegrityError) -> JSONResponse:
+    """A constraint refused the transaction (at a flush or at the commit): the order and its task are gone."""
+    return JSONResponse({"detail": "an order with this reference exists"}, status_code=409)
+
+
 @app.post("/orders")
-def create_order(sku: str, quantity: int, db: Session = Db) -> dict[str, int]:
-    order = Order(sku=sku, quantity=quantity)
+def create_order(sku: str, quantity: int, db: Session = Db, reference: str | None = None) -> dict[str, int]:
+    order = Order(sku=sku, quantity=quantity, reference=reference)
     db.add(order)
     db.flush()
     send_receipt.delay(order_id=order.id)

@@ -1,4 +1,4 @@
-"""Run the quickstart on the embedded emulator: `python -m examples.simple [--once]`.
+"""Run the quickstart on the embedded emulator: `python -m examples.simple [--once] [--port N]`.
 
 Starts the emulator of Cloud Tasks and Cloud Scheduler in this process, serves the app with uvicorn,
 calls `POST /trigger` (one task now, one with a 2 s countdown), schedules the `tick` job every minute,

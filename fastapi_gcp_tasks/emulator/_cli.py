@@ -14,7 +14,16 @@ import signal
 import sys
 from typing import Any
 
-from fastapi_gcp_tasks._cli_options import env_option, env_value
+from fastapi_gcp_tasks._cli_options import (
+    FAILURE,
+    USAGE,
+    add_debug_option,
+    add_logging_options,
+    env_option,
+    env_value,
+    port,
+    setup_logging,
+)
 
 __all__ = ["register"]
 
@@ -31,12 +40,12 @@ def register(subparsers: Any) -> None:
     env_option(
         parser, "--host", env=_ENV + "BIND_HOST", default="127.0.0.1", help="address to bind (default 127.0.0.1)"
     )
-    env_option(parser, "--port", env=_ENV + "PORT", default=8123, type=int, help="gRPC port (default 8123)")
+    env_option(parser, "--port", env=_ENV + "PORT", default=8123, type=port, help="gRPC port (default 8123)")
     env_option(
         parser,
         "--http-port",
         env=_ENV + "HTTP_PORT",
-        type=int,
+        type=port,
         help="port of the OIDC discovery document and JWKS (default: gRPC port + 1)",
     )
     env_queues = (env_value(_ENV + "QUEUES") or "").replace(",", " ").split()
@@ -64,23 +73,14 @@ def register(subparsers: Any) -> None:
         type=float,
         help="how long a finished task's name stays taken (default 3600)",
     )
-    env_option(
-        parser,
-        "--log-level",
-        env=_ENV + "LOG_LEVEL",
-        default="INFO",
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="log level of the delivery log (default INFO)",
-    )
+    add_logging_options(parser, _ENV)
+    add_debug_option(parser)
     parser.set_defaults(func=run, env_queues=env_queues)
 
 
 def run(args: argparse.Namespace) -> int:
     """Serve until SIGINT or SIGTERM; returns the exit code."""
-    logging.basicConfig(
-        level=getattr(logging, args.log_level), format="%(asctime)s %(levelname)-7s %(message)s", datefmt="%H:%M:%S"
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    setup_logging(args.log_format, args.log_level)
     from fastapi_gcp_tasks.emulator._server import EmulatorServer, is_loopback
 
     log = logging.getLogger("fastapi_gcp_tasks.emulator")
@@ -102,12 +102,12 @@ def run(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         print(f"fastapi-gcp-tasks emulator: {exc}", file=sys.stderr)
-        return 2
+        return USAGE
     try:
         asyncio.run(_serve(server, queues, log))
     except OSError as exc:
         print(f"fastapi-gcp-tasks emulator: {exc}", file=sys.stderr)
-        return 1
+        return FAILURE
     return 0
 
 

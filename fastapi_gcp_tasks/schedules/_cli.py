@@ -4,10 +4,11 @@ APP is `module:attribute`, where the attribute is a `Schedules` registry or an a
 `state.schedules` is one; `module` alone means `module:schedules`. Every option can also come from an
 environment variable (`FASTAPI_GCP_TASKS_SCHEDULES_...`).
 
-Exit codes: 0 done or nothing to do; 1 the plan is not empty (`plan --exit-code`, `sync --dry-run`);
-2 an error, reported on one line of stderr without a traceback (`--debug` adds it): APP cannot be loaded,
-a declaration refused, no Google credentials, Cloud Scheduler refused the request or could not be
-reached within `--timeout` seconds (every call and its retries, for the whole command).
+Exit status (the convention of every command, docs/cli.md): 0 done; 1 a failure (Cloud Scheduler refused
+the request or could not be reached within `--timeout` seconds, every call and its retries included), or the
+plan is not empty (`plan --exit-code`, and `sync --dry-run`, which implies it); 2 a usage or configuration
+error (a bad option, APP cannot be loaded, a declaration refused, no such job, no Google credentials).
+An error is one line of stderr without a traceback (`--debug` adds it).
 """
 
 from __future__ import annotations
@@ -24,15 +25,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from fastapi_gcp_tasks._cli_options import env_option
+from fastapi_gcp_tasks._cli_options import FAILURE, OK, USAGE, env_option, one_line
 from fastapi_gcp_tasks.transport._clients import EMULATOR_HOST_ENV
 
 __all__ = ["register"]
 
 _ENV = "FASTAPI_GCP_TASKS_SCHEDULES_"
 PROG = "fastapi-gcp-tasks schedules"
-PENDING = 1
-ERROR = 2
+PENDING = FAILURE
+"""`--exit-code`: the plan is not empty."""
 DEFAULT_TIMEOUT = 60.0
 """Seconds the whole command may take by default (`--timeout`)."""
 WATCHDOG_GRACE = 5.0
@@ -41,7 +42,7 @@ SERVICE_ADDRESS = "cloudscheduler.googleapis.com"
 
 
 class _CommandError(Exception):
-    """A failure to report on one line and exit with status 2."""
+    """A usage or configuration error to report on one line and exit with status 2."""
 
 
 class LoadError(_CommandError):
@@ -71,7 +72,7 @@ def register(subparsers: Any) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.set_defaults(func=lambda _: (parser.print_help(), ERROR)[1])
+    parser.set_defaults(func=lambda _: (parser.print_help(), USAGE)[1])
     commands = parser.add_subparsers(dest="schedules_command", metavar="COMMAND")
 
     common = argparse.ArgumentParser(add_help=False)
@@ -118,7 +119,7 @@ def register(subparsers: Any) -> None:
         "--debug",
         env=_ENV + "DEBUG",
         action="store_true",
-        help="print the traceback of an error too",
+        help="print the traceback of an error too (FASTAPI_GCP_TASKS_DEBUG=1 too)",
     )
 
     plan = commands.add_parser("plan", parents=[common], help="show what a sync would create, update and delete")
@@ -145,7 +146,7 @@ def register(subparsers: Any) -> None:
         "--dry-run",
         env=_ENV + "DRY_RUN",
         action="store_true",
-        help="print the plan, write nothing, exit with status 1 when it is not empty",
+        help="print the plan, write nothing, exit with status 1 when it is not empty (as plan --exit-code)",
     )
     env_option(
         sync,
@@ -171,7 +172,7 @@ def _plan(args: argparse.Namespace) -> int:
     def run(schedules: Any) -> int:
         plan = schedules.plan()
         _emit(args, plan.render(verbose=args.verbose), plan.to_dict)
-        return PENDING if args.exit_code and not plan.empty else 0
+        return PENDING if args.exit_code and not plan.empty else OK
 
     return _guarded(args, run)
 
@@ -188,8 +189,8 @@ def _sync(args: argparse.Namespace) -> int:
             )
         _emit(args, text, lambda: {**plan.to_dict(), "dry_run": bool(args.dry_run)})
         if args.dry_run:
-            return 0 if plan.empty else PENDING
-        return 0
+            return OK if plan.empty else PENDING
+        return OK
 
     return _guarded(args, run)
 
@@ -214,7 +215,7 @@ def _emit(args: argparse.Namespace, text: str, data: Callable[[], dict[str, Any]
 
 
 def _guarded(args: argparse.Namespace, run: Callable[[Any], int]) -> int:
-    """Load APP and run the command within `--timeout`; any error is one line on stderr and exit status 2."""
+    """Load APP and run the command within `--timeout`; any error is one line on stderr and exit status 1 or 2."""
     from fastapi_gcp_tasks.transport._scheduler import deadline
 
     watchdog = _Watchdog(args.timeout)
@@ -225,36 +226,40 @@ def _guarded(args: argparse.Namespace, run: Callable[[Any], int]) -> int:
             schedules = load(args.app, app_dir=args.app_dir, emulator_host=args.emulator_host)
             watchdog.doing = f"calling {_service(schedules)}"
             return int(run(schedules))
-    except Exception as exc:  # noqa: BLE001 - every error is one line and status 2; --debug adds the traceback
+    except Exception as exc:  # noqa: BLE001 - every error is one line and a status; --debug adds the traceback
         if args.debug:
             traceback.print_exception(exc, file=sys.stderr)
-        print(f"{PROG}: {_one_line(_describe(exc, schedules, args.timeout))}", file=sys.stderr)
-        return ERROR
+        status, message = _describe(exc, schedules, args.timeout)
+        print(f"{PROG}: {one_line(message)}", file=sys.stderr)
+        return status
 
 
-def _describe(exc: Exception, schedules: Any, timeout: float) -> str:
-    """The one line that says what went wrong, where, and what to do."""
+def _describe(exc: Exception, schedules: Any, timeout: float) -> tuple[int, str]:
+    """The exit status and the one line that says what went wrong, where, and what to do."""
     from google.auth.exceptions import DefaultCredentialsError
 
-    from fastapi_gcp_tasks.exception import FastAPIGCPTasksError, SendError
+    from fastapi_gcp_tasks.exception import FastAPIGCPTasksError, SendError, TaskArgumentError
     from fastapi_gcp_tasks.transport._errors import classify
 
     if isinstance(exc, _CommandError):
-        return str(exc)
-    if isinstance(exc, DefaultCredentialsError):
-        return (
-            f"no Google credentials to call {_service(schedules)} ({type(exc).__name__}: {exc}). "
+        return USAGE, str(exc)
+    credentials = exc if isinstance(exc, DefaultCredentialsError) else exc.__cause__
+    if isinstance(credentials, DefaultCredentialsError):
+        return USAGE, (
+            f"no Google credentials to call {_service(schedules)} ({type(credentials).__name__}: {credentials}). "
             "Run `gcloud auth application-default login` (or set GOOGLE_APPLICATION_CREDENTIALS), "
             f"or point the CLI at the emulator with --emulator-host or {EMULATOR_HOST_ENV}"
         )
     if isinstance(exc, SendError):
         code = classify(exc.__cause__) if isinstance(exc.__cause__, Exception) else None
         if code is not None and code.name in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
-            return f"cannot reach {_service(schedules)} (timeout {timeout:g}s): {exc}"
-        return f"{_service(schedules)}: {exc}"
+            return FAILURE, f"cannot reach {_service(schedules)} (timeout {timeout:g}s): {exc}"
+        return FAILURE, f"{_service(schedules)}: {exc}"
+    if isinstance(exc, TaskArgumentError):
+        return USAGE, str(exc)
     if isinstance(exc, FastAPIGCPTasksError):
-        return str(exc)
-    return f"unexpected {type(exc).__name__}: {exc} (a bug? --debug shows the traceback)"
+        return FAILURE, str(exc)
+    return FAILURE, f"unexpected {type(exc).__name__}: {exc} (a bug? --debug shows the traceback)"
 
 
 def _service(schedules: Any) -> str:
@@ -267,17 +272,13 @@ def _service(schedules: Any) -> str:
     return f"the Cloud Scheduler emulator at {emulator}" if emulator else f"Cloud Scheduler at {SERVICE_ADDRESS}"
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
 def _shown(app: str | None) -> str:
     module_name, _, attribute = (app or "").partition(":")
     return f"{module_name}:{attribute or 'schedules'}"
 
 
 class _Watchdog:
-    """Stops the process with status 2 when the command outlives `--timeout` by `WATCHDOG_GRACE` seconds.
+    """Stops the process with status 1 when the command outlives `--timeout` by `WATCHDOG_GRACE` seconds.
 
     Calls to Cloud Scheduler end by the deadline on their own; this catches what no deadline reaches
     (an import that hangs, a credentials lookup probing for a metadata server).
@@ -301,7 +302,7 @@ class _Watchdog:
         sys.stdout.flush()
         print(f"{PROG}: timed out after {self.timeout:g}s (--timeout) while {self.doing}", file=sys.stderr)
         sys.stderr.flush()
-        os._exit(ERROR)
+        os._exit(FAILURE)
 
 
 def load(app: str | None, *, app_dir: str = ".", emulator_host: str | None = None) -> Any:

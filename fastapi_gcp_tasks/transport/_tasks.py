@@ -119,8 +119,8 @@ def _read(
     return results
 
 
-def _whole_call_error(exc: Exception, name: str) -> FastAPIGCPTasksError:
-    translated = translate(exc, what="batch_create_tasks", name=name)
+def _whole_call_error(exc: Exception, name: str, *, what: str = "batch_create_tasks") -> FastAPIGCPTasksError:
+    translated = translate(exc, what=what, name=name)
     assert isinstance(translated, FastAPIGCPTasksError), "only call errors reach here"
     return translated
 
@@ -186,7 +186,7 @@ async def create_task_async(
     except Exception as exc:
         if not _call_failed(exc):
             raise
-        return _whole_call_error(exc, _name(request))
+        return _whole_call_error(exc, _name(request), what="create_task")
     return task
 
 

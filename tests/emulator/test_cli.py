@@ -54,7 +54,8 @@ def _emulator(args: list[str], env: dict[str, str] | None = None) -> Iterator[tu
 
 
 def _address(lines: list[str]) -> str:
-    match = re.search(r"FASTAPI_GCP_TASKS_EMULATOR_HOST=(\S+)", "".join(lines))
+    # stderr is not a terminal here: the log lines are JSON, the address ends before the closing quote
+    match = re.search(r"FASTAPI_GCP_TASKS_EMULATOR_HOST=([^\s\"]+)", "".join(lines))
     assert match, "".join(lines)
     return match.group(1)
 

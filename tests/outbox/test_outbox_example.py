@@ -48,6 +48,10 @@ async def test_example_app(example: tuple[ModuleType, Emulator]) -> None:
             assert (await client.post("/orders", params={"sku": "tea", "quantity": 2})).status_code == 200
             assert (await client.post("/orders", params={"sku": "tea", "quantity": 99})).status_code == 409
             assert (await client.post("/orders", params={"sku": "cake", "quantity": 1})).status_code == 200
+            unique: dict[str, str | int] = {"sku": "pie", "quantity": 1, "reference": "A1"}
+            assert (await client.post("/orders", params=unique)).status_code == 200
+            duplicate = await client.post("/orders", params=unique)
+            assert duplicate.status_code == 409, duplicate.text
 
             async def receipts() -> list[bool]:
                 return [o["receipt_sent"] for o in (await client.get("/orders")).json()]
@@ -55,7 +59,7 @@ async def test_example_app(example: tuple[ModuleType, Emulator]) -> None:
             state: list[bool] = []
 
             def done() -> bool:
-                return state == [True, True]
+                return state == [True, True, True]
 
             for _ in range(200):
                 state = await receipts()
@@ -63,5 +67,5 @@ async def test_example_app(example: tuple[ModuleType, Emulator]) -> None:
                     break
                 await emulator.wait_until_idle_async(timeout=1)
             await eventually(done, timeout=0.1, message=f"receipts {state}")
-    assert len(emulator.deliveries) == 2
+    assert len(emulator.deliveries) == 3
     assert all(d.status == 200 for d in emulator.deliveries)

@@ -53,8 +53,9 @@ def closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 2, (result.stdout, result.stderr)
+def one_error_line(result: subprocess.CompletedProcess[str], *, status: int = 2) -> str:
+    """The one line of stderr of a failed command; `status` 2 is a usage or configuration error, 1 a failure."""
+    assert result.returncode == status, (result.stdout, result.stderr)
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -118,7 +119,7 @@ def test_debug_adds_the_traceback(broken_apps: Path) -> None:
 
 def test_an_import_that_hangs_is_stopped_after_the_timeout(broken_apps: Path) -> None:
     started = time.monotonic()
-    line = one_error_line(cli("plan", "hangs:app", "--timeout", "1", app_dir=broken_apps))
+    line = one_error_line(cli("plan", "hangs:app", "--timeout", "1", app_dir=broken_apps), status=1)
     assert line == "fastapi-gcp-tasks schedules: timed out after 1s (--timeout) while loading APP 'hangs:app'"
     assert time.monotonic() - started < 60
 
@@ -145,7 +146,7 @@ def test_an_unreachable_emulator_is_reported_within_the_timeout_naming_the_addre
     started = time.monotonic()
     flagged = cli("plan", "examples.schedules.app:app", "--emulator-host", f"127.0.0.1:{port}", "--timeout", "5")
     elapsed = time.monotonic() - started
-    line = one_error_line(flagged)
+    line = one_error_line(flagged, status=1)
     assert f"cannot reach the Cloud Scheduler emulator at 127.0.0.1:{port} (timeout 5s)" in line
     assert f"listing jobs in {LOCATION} failed: UNAVAILABLE: failed to connect" in line
     assert elapsed < 60  # not the client's default retry of 600 s
@@ -156,7 +157,9 @@ def test_an_unreachable_emulator_is_reported_within_the_timeout_naming_the_addre
         FASTAPI_GCP_TASKS_EMULATOR_HOST=f"127.0.0.1:{port}",
         FASTAPI_GCP_TASKS_SCHEDULES_TIMEOUT="3",
     )
-    assert f"cannot reach the Cloud Scheduler emulator at 127.0.0.1:{port} (timeout 3s)" in one_error_line(from_env)
+    assert f"cannot reach the Cloud Scheduler emulator at 127.0.0.1:{port} (timeout 3s)" in one_error_line(
+        from_env, status=1
+    )
 
 
 def test_missing_google_credentials_name_the_fix(tmp_path: Path) -> None:
