@@ -16,7 +16,6 @@ import enum
 import functools
 import math
 import types
-import typing
 import uuid
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -239,10 +238,3 @@ def _changed(where: str, received: Any, note: str = "") -> str:
     if len(text) > 60:
         text = text[:57] + "..."
     return f"{where or 'the value'} would arrive as {text}" + (f" ({note})" if note else "")
-
-
-def is_typing_forward_ref(annotation: Any) -> bool:
-    """Whether `annotation` is or contains a `ForwardRef` that is still unresolved."""
-    if isinstance(annotation, (str, typing.ForwardRef)):
-        return True
-    return any(is_typing_forward_ref(arg) for arg in get_args(annotation))

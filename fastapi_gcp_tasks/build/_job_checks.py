@@ -38,6 +38,7 @@ from fastapi_gcp_tasks._limits import (
     SCHEDULER_MIN_BACKOFF,
 )
 from fastapi_gcp_tasks.build._cron import CronSchedule, parse_time_zone
+from fastapi_gcp_tasks.build._wire import HEADER_NAME
 from fastapi_gcp_tasks.exception import TaskLimitError
 
 __all__ = [
@@ -66,7 +67,6 @@ _OUTPUT_ONLY = ("user_update_time", "state", "status", "schedule_time", "last_at
 
 _MAX_DURATION_SECONDS = 315_576_000_000
 """The largest `google.protobuf.Duration` (10,000 years)."""
-_TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 
 
 def _refuse(message: str, field: str) -> TaskLimitError:
@@ -118,7 +118,7 @@ def url_problem(url: str) -> str | None:
 
 
 def _header_problem(name: str, value: str) -> str | None:
-    if not name or any(c not in _TOKEN_CHARS for c in name):
+    if HEADER_NAME.fullmatch(name) is None:
         return f"{name!r} is not a valid header name"
     if any((ord(c) < 0x20 and c != "\t") or ord(c) == 0x7F for c in value):
         return f"[{name!r}] contains control characters"

@@ -220,11 +220,10 @@ class Delayer:
         parts = self.plan.build(values)
         url = self.plan.callback_url(self._base_url, parts.path_and_query)
         if len(url) > MAX_URL_LENGTH:
-            raise TaskLimitError(
-                f"{self.plan.endpoint_name}.delay(): the URL would be {len(url)} characters; "
-                f"Cloud Tasks accepts at most {MAX_URL_LENGTH}: move large values to the body "
-                f"({self._largest(values)})",
-                param=self._largest_name(values),
+            raise self._too_large(
+                values,
+                f"the URL would be {len(url)} characters; Cloud Tasks accepts at most {MAX_URL_LENGTH}: "
+                "move large values to the body",
             )
         headers = parts.headers
         if config.headers:
@@ -257,23 +256,21 @@ class Delayer:
             _check_hooked(request)
         size = request._pb.task.ByteSize()
         if size > MAX_TASK_BYTES:
-            raise TaskLimitError(
-                f"{self.plan.endpoint_name}.delay(): the task would be {size} bytes; Cloud Tasks accepts at most "
-                f"{MAX_TASK_BYTES} (1 MB): store large payloads elsewhere and pass a reference "
-                f"({self._largest(values)})",
-                param=self._largest_name(values),
+            raise self._too_large(
+                values,
+                f"the task would be {size} bytes; Cloud Tasks accepts at most {MAX_TASK_BYTES} (1 MB): "
+                "store large payloads elsewhere and pass a reference",
             )
         return request
 
-    def _largest(self, values: Mapping[str, Any]) -> str:
-        """The largest parameters and their sizes on the wire, for a size refusal."""
-        sizes = self.plan.wire_sizes(values)[:3]
-        listed = ", ".join(f"{name}: {size:,} bytes" for name, size in sizes)
-        return f"largest parameters: {listed}" if listed else "no parameter is large: check headers and options"
-
-    def _largest_name(self, values: Mapping[str, Any]) -> str | None:
+    def _too_large(self, values: Mapping[str, Any], problem: str) -> TaskLimitError:
+        """A size refusal naming the largest parameters with their sizes on the wire (`param`: the largest)."""
         sizes = self.plan.wire_sizes(values)
-        return sizes[0][0] if sizes else None
+        listed = ", ".join(f"{name}: {size:,} bytes" for name, size in sizes[:3])
+        hint = f"largest parameters: {listed}" if listed else "no parameter is large: check headers and options"
+        return TaskLimitError(
+            f"{self.plan.endpoint_name}.delay(): {problem} ({hint})", param=sizes[0][0] if sizes else None
+        )
 
     def delay(self, values: Mapping[str, Any]) -> tasks_v2.Task:
         """Build and send now, or hand over to the current sink."""

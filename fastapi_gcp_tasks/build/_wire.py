@@ -11,14 +11,12 @@ in one canonical order.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import decimal
 import enum
 import functools
 import json
 import math
 import re
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -122,8 +120,6 @@ def input_form(value: Any, where: tuple[str | int, ...] = ()) -> Any:
             key = input_key(field.name, fields[field.name], config) if fields else field.name
             written[key] = input_form(getattr(value, field.name), (*where, field.name))
         return written
-    if isinstance(value, (dt.date, dt.time, dt.timedelta, decimal.Decimal, uuid.UUID)):
-        return to_jsonable_python(value)
     try:
         return to_jsonable_python(value)
     except Exception:  # noqa: BLE001 - pydantic raises several types for values it cannot write
