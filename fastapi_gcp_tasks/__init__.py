@@ -4,9 +4,9 @@ Every public name is imported on first use (PEP 562), so that `import fastapi_gc
 line's `--help` do not load FastAPI, pydantic, gRPC and Google's clients until something needs them.
 """
 
-import importlib as _importlib
 from typing import TYPE_CHECKING as _TYPE_CHECKING
-from typing import Any as _Any
+
+from fastapi_gcp_tasks._lazy import lazy_exports as _lazy_exports
 
 if _TYPE_CHECKING:
     from fastapi_gcp_tasks.async_delayed_route import AsyncDelayedRouteBuilder
@@ -161,17 +161,7 @@ _LAZY: dict[str, str] = {
 """Public name -> the module that defines it."""
 
 
-def __getattr__(name: str) -> _Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(_importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = _lazy_exports(__name__, _LAZY)
 
 
 __version__ = "1.0.0.dev0"

@@ -23,7 +23,9 @@ import traceback
 from typing import Any
 
 __all__ = [
+    "EMULATOR_HOST_ENV",
     "FAILURE",
+    "FALSE_WORDS",
     "LOG_FORMATS",
     "LOG_LEVELS",
     "OK",
@@ -32,6 +34,7 @@ __all__ = [
     "CommandError",
     "ConfigError",
     "JsonFormatter",
+    "ProgressLine",
     "TextFormatter",
     "add_debug_option",
     "add_logging_options",
@@ -47,6 +50,12 @@ __all__ = [
 
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 """What a boolean environment variable may say to mean yes (any case)."""
+FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+"""What a yes/no environment variable of an option that defaults to yes may say to mean no (any case)."""
+
+EMULATOR_HOST_ENV = "FASTAPI_GCP_TASKS_EMULATOR_HOST"
+"""Where clients find the emulator: the value of `transport._clients.EMULATOR_HOST_ENV` (a test keeps them equal),
+repeated here because importing that module loads gRPC and Google's clients, which `--help` must not."""
 
 
 def env_value(env: str) -> str | None:
@@ -58,9 +67,13 @@ def env_option(parser: argparse.ArgumentParser, *flags: str, env: str, default: 
     """Add an option named by `flags` whose default comes from the environment variable `env`, then `default`.
 
     `required=True` is satisfied by the variable. A `store_true` flag is on when the variable says
-    1/true/yes/on. A positional argument (a flag without dashes) becomes optional when the variable is set.
+    1/true/yes/on. A `BooleanOptionalAction` flag (`--x` / `--no-x`) takes 1/true/yes/on or 0/false/no/off from
+    the variable, anything else being a usage error naming it. A positional argument (a flag without dashes)
+    becomes optional when the variable is set.
     """
     value: Any = env_value(env)
+    if kwargs.get("action") is argparse.BooleanOptionalAction:
+        kwargs["action"] = _yes_no_action(env)
     if value is not None and (kwargs.get("choices") is not None or kwargs.get("type") is not None):
         # argparse runs a string default through `type` but never checks it against `choices`, and its
         # error would not name the variable: do both here
@@ -75,6 +88,24 @@ def env_option(parser: argparse.ArgumentParser, *flags: str, env: str, default: 
         parser.add_argument(*flags, default=value, required=required, help=help_text, **kwargs)
     else:
         parser.add_argument(*flags, nargs=None if value is None else "?", default=value, help=help_text, **kwargs)
+
+
+def _yes_no_action(env: str) -> type[argparse.Action]:
+    """`BooleanOptionalAction` whose string default (the variable's value) is read as yes or no at parse time."""
+
+    def yes_no(text: str) -> bool:
+        word = text.strip().lower()
+        if word in TRUE_WORDS or word in FALSE_WORDS:
+            return word in TRUE_WORDS
+        raise argparse.ArgumentTypeError(f"not a yes/no value: {text!r} (1/true/yes/on or 0/false/no/off) [env: {env}]")
+
+    class YesNo(argparse.BooleanOptionalAction):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            # argparse runs a string default through `type`; passing `type` to the constructor is deprecated
+            self.type = yes_no
+
+    return YesNo
 
 
 def _among(convert: Any, choices: Any, env: str) -> Any:
@@ -224,6 +255,40 @@ class TextFormatter(logging.Formatter):
         if self.color and record.levelname in _COLORS:
             text = text.replace(record.levelname, f"{_COLORS[record.levelname]}{record.levelname}\033[0m", 1)
         return text
+
+
+class ProgressLine:
+    """Shows the steps of a long operation on stderr, as the library reports them: `(done, total, message)`.
+
+    On a terminal one line is rewritten in place and ends when the last step is done (or the operation stops);
+    otherwise, in a CI log or under a process manager, each step is one line `PROG: message`, so a log shows
+    how far a run got. Use it as a context manager, so that an interrupted live line is ended before an error.
+    """
+
+    def __init__(self, prog: str, stream: Any = None) -> None:
+        self.prog = prog
+        self.stream = sys.stderr if stream is None else stream
+        self.live = bool(getattr(self.stream, "isatty", lambda: False)())
+        self._open = False
+
+    def __call__(self, done: int, total: int, message: str) -> None:
+        if self.live:
+            self.stream.write(f"\r\033[K{message}")
+            self._open = done < total
+            if not self._open:
+                self.stream.write("\n")
+        else:
+            self.stream.write(f"{self.prog}: {message}\n")
+        self.stream.flush()
+
+    def __enter__(self) -> ProgressLine:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._open:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._open = False
 
 
 def report(prog: str, exc: BaseException, *, debug: bool) -> int:

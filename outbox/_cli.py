@@ -17,15 +17,16 @@ from collections.abc import Iterator
 from typing import Any
 
 from fastapi_gcp_tasks._cli_options import (
+    EMULATOR_HOST_ENV,
     CommandError,
     ConfigError,
+    ProgressLine,
     add_debug_option,
     add_logging_options,
     env_option,
     port,
     setup_logging,
 )
-from fastapi_gcp_tasks.transport._clients import EMULATOR_HOST_ENV
 
 __all__ = ["register"]
 
@@ -64,6 +65,15 @@ def register(subparsers: Any) -> None:
         default=32,
         type=int,
         help="create_task calls in flight in concurrent mode",
+    )
+    env_option(
+        relay,
+        "--auto-create-queue",
+        env=env + "AUTO_CREATE_QUEUE",
+        default=True,
+        action=argparse.BooleanOptionalAction,
+        help="create a task's queue on its first send when it is missing (needs roles/cloudtasks.queueAdmin; "
+        "without it the queue is assumed to exist); --no-auto-create-queue never creates one",
     )
     env_option(relay, "--batch-size", env=env + "BATCH_SIZE", default=100, type=int, help="rows per claim")
     env_option(relay, "--concurrency", env=env + "CONCURRENCY", default=4, type=int, help="claimed batches in flight")
@@ -163,7 +173,25 @@ def register(subparsers: Any) -> None:
     which.add_argument("--id", type=int, action="append", dest="ids", help="a dead letter id (repeatable)")
     which.add_argument("--all", action="store_true", help="every dead letter (of --queue, if given)")
     env_option(requeue, "--queue", env="FASTAPI_GCP_TASKS_OUTBOX_QUEUE", help="only this queue path")
+    env_option(
+        requeue,
+        "--batch-size",
+        env="FASTAPI_GCP_TASKS_OUTBOX_BATCH_SIZE",
+        type=_positive_int,
+        default=1000,
+        help="rows moved per transaction (1000); an interrupted run leaves whole batches moved, run it again",
+    )
     requeue.set_defaults(func=_requeue)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def _run_relay(args: argparse.Namespace) -> int:
@@ -189,10 +217,15 @@ def _run_relay(args: argparse.Namespace) -> int:
         )
     if args.emulator_host:
         client = CloudTasksRelayClient.for_emulator(
-            args.emulator_host, mode=args.send_mode, concurrency=args.send_concurrency
+            args.emulator_host,
+            mode=args.send_mode,
+            concurrency=args.send_concurrency,
+            auto_create_queue=args.auto_create_queue,
         )
     else:
-        client = CloudTasksRelayClient(mode=args.send_mode, concurrency=args.send_concurrency)
+        client = CloudTasksRelayClient(
+            mode=args.send_mode, concurrency=args.send_concurrency, auto_create_queue=args.auto_create_queue
+        )
     with _database_errors():
         relay = Relay(args.database_url, client, settings)
     if args.metrics_port is not None:
@@ -299,7 +332,9 @@ def _dead_letters(args: argparse.Namespace) -> int:
 
 
 def _requeue(args: argparse.Namespace) -> int:
-    with _store(args) as store:
-        moved = store.requeue(None if args.all else args.ids, queue_path=args.queue)
+    with _store(args) as store, ProgressLine("fastapi-gcp-tasks outbox requeue") as progress:
+        moved = store.requeue(
+            None if args.all else args.ids, queue_path=args.queue, batch_size=args.batch_size, progress=progress
+        )
     print(f"requeued {moved} dead letter(s)")
     return 0

@@ -1,6 +1,7 @@
-"""Named points where a test can freeze the relay process, to kill it there with SIGKILL.
+"""Named points where a test can freeze a relay or CLI process, to kill it there with SIGKILL.
 
-Set `FASTAPI_GCP_TASKS_OUTBOX_FAILPOINT` to one of `claimed`, `sent` or `finishing` before starting the relay:
+Set `FASTAPI_GCP_TASKS_OUTBOX_FAILPOINT` to one of `claimed`, `sent` or `finishing` (the relay) or
+`requeued-batch` (`outbox requeue`, after each committed batch) before starting the process:
 when it reaches that point it prints `failpoint NAME` on stderr and blocks forever. Unset (always, in production),
 each point costs one dictionary lookup.
 """

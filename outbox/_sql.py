@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -272,24 +272,53 @@ class OutboxStore:
             rows = conn.execute(stmt.order_by(_d.dead_at.desc(), _d.id.desc()).limit(limit)).all()
         return [DeadLetter(*row) for row in rows]
 
-    def requeue(self, ids: Sequence[int] | None = None, *, queue_path: str | None = None) -> int:
-        """Move dead letters back to the outbox with a fresh attempt count; `ids=None` means all (of `queue_path`)."""
+    def requeue(
+        self,
+        ids: Sequence[int] | None = None,
+        *,
+        queue_path: str | None = None,
+        batch_size: int = 1000,
+        progress: Callable[[int, int, str], None] | None = None,
+    ) -> int:
+        """Move dead letters back to the outbox with a fresh attempt count; `ids=None` means all (of `queue_path`).
+
+        Returns how many moved. The dead letters chosen when the call starts are moved oldest id first,
+        `batch_size` per transaction, so that requeueing many rows neither holds one huge transaction nor
+        locks the whole table. A failure part-way leaves a prefix of them requeued and the rest dead: calling
+        again moves the rest, never one twice (a requeued row is no longer a dead letter). `progress`, when
+        given, is called after each batch with `(done, total, message)`, the message like
+        `"requeued 1000 of 5200 dead letters"`.
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size={batch_size!r} must be an int of at least 1")
+        if progress is not None and not callable(progress):
+            raise ValueError(f"progress={progress!r} must be a callable taking (done, total, message)")
         conditions: list[ColumnElement[bool]] = []
         if ids is not None:
             conditions.append(_d.id.in_(list(ids)))
         if queue_path is not None:
             conditions.append(_d.queue_path == queue_path)
-        with self.engine.begin() as conn:
-            chosen = list(conn.scalars(select(_d.id).where(*conditions).with_for_update()))
-            if not chosen:
-                return 0
-            conn.execute(
-                insert(outbox_table).from_select(
-                    ["id", "queue_path", "task_name", "request", "created_at", "available_at", "attempts"],
-                    select(_d.id, _d.queue_path, _d.task_name, _d.request, _d.created_at, db_now(), literal(0)).where(
-                        _d.id.in_(chosen)
-                    ),
-                )
-            )
-            conn.execute(delete(dead_letter_table).where(_d.id.in_(chosen)))
-        return len(chosen)
+        with self.engine.connect() as conn:
+            chosen = list(conn.scalars(select(_d.id).where(*conditions).order_by(_d.id)))
+        total, moved = len(chosen), 0
+        for start in range(0, total, batch_size):
+            batch = chosen[start : start + batch_size]
+            with self.engine.begin() as conn:
+                # Rows requeued meanwhile by another caller are gone from the table and skipped.
+                present = list(conn.scalars(select(_d.id).where(_d.id.in_(batch)).with_for_update()))
+                if present:
+                    conn.execute(
+                        insert(outbox_table).from_select(
+                            ["id", "queue_path", "task_name", "request", "created_at", "available_at", "attempts"],
+                            select(
+                                _d.id, _d.queue_path, _d.task_name, _d.request, _d.created_at, db_now(), literal(0)
+                            ).where(_d.id.in_(present)),
+                        )
+                    )
+                    conn.execute(delete(dead_letter_table).where(_d.id.in_(present)))
+            moved += len(present)
+            failpoint("requeued-batch")
+            if progress is not None:
+                done = start + len(batch)
+                progress(done, total, f"requeued {moved} of {total} dead letters")
+        return moved

@@ -5,5 +5,5 @@ cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
-.venv/bin/mypy fastapi_gcp_tasks examples tests/typing_checks
+.venv/bin/mypy fastapi_gcp_tasks examples tests
 NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet --site-dir "$(mktemp -d)"

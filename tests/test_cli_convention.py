@@ -11,10 +11,8 @@ import argparse
 import json
 import logging
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +24,7 @@ from fastapi_gcp_tasks import DelayedRouteBuilder, SendError, queue_path
 from fastapi_gcp_tasks._cli_options import JsonFormatter, TextFormatter, setup_logging
 from fastapi_gcp_tasks.cli import build_parser, main
 from fastapi_gcp_tasks.transport._clients import EMULATOR_HOST_ENV, TASKS
+from tests._support import free_port, listening_socket
 
 ROOT = Path(__file__).resolve().parents[1]
 PROG = "fastapi-gcp-tasks"
@@ -148,17 +147,13 @@ def test_outbox_status_before_migrate_says_to_migrate(tmp_path: Path) -> None:
 def test_database_errors_are_configuration_or_failure() -> None:
     bad_url = cli("outbox", "status", "--database-url", "nodb://x")
     assert "bad --database-url" in error_line(bad_url, 2, f"{PROG} outbox")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        closed = sock.getsockname()[1]
+    closed = free_port()
     unreachable = cli("outbox", "dead-letters", "--database-url", f"postgresql+psycopg://u@127.0.0.1:{closed}/db")
     assert "database error: OperationalError" in error_line(unreachable, 1, f"{PROG} outbox")
 
 
 def test_a_relay_that_cannot_reach_its_database_exits_with_1_when_told_to_give_up() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        closed = sock.getsockname()[1]
+    closed = free_port()
     result = cli(
         "relay",
         "--database-url",
@@ -286,11 +281,8 @@ def test_delay_without_credentials_is_a_send_error_naming_the_emulator_variable(
 
 
 def test_the_quickstart_fails_fast_when_its_port_is_taken() -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
+    with listening_socket() as taken:
         port = taken.getsockname()[1]
-        started = time.monotonic()
         result = subprocess.run(
             [sys.executable, "-m", "examples.simple", "--port", str(port), "--once"],
             cwd=ROOT,
@@ -303,7 +295,6 @@ def test_the_quickstart_fails_fast_when_its_port_is_taken() -> None:
     assert result.stderr.strip() == (
         f"port {port} on 127.0.0.1 is taken (Address already in use): choose another with --port N (or PORT=N)"
     )
-    assert time.monotonic() - started < 60
 
 
 def test_main_in_process_reports_instead_of_raising(capsys: pytest.CaptureFixture[str]) -> None:

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -21,11 +23,13 @@ def run_mypy(*files: str) -> tuple[int, str]:
     return result.returncode, result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_correct_uses_type_check() -> None:
     code, output = run_mypy("tests/typing_checks/typed_app.py")
     assert code == 0, output
 
 
+@pytest.mark.slow
 def test_each_misuse_is_a_type_error() -> None:
     source = (ROOT / "tests/typing_checks/misuse.py").read_text().splitlines()
     expected = {

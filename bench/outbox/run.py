@@ -4,7 +4,9 @@
    one more plain INSERT (the target: `.delay()` costs no more than one INSERT);
 2. relay throughput with 1, 2 and 4 relay processes, to a client that costs nothing and to the emulator (beside
    the emulator's own create capacity, measured with the same batch calls made directly);
-3. commit-to-created latency, p50 and p99, with LISTEN/NOTIFY and with polling only.
+3. commit-to-created latency, p50 and p99, with LISTEN/NOTIFY and with polling only;
+4. relay CPU during a Cloud Tasks outage while the app keeps committing: the `fastapi-gcp-tasks relay` command
+   (default settings) sending to an address where nothing listens, its CPU time read from /proc.
 
 Needs PostgreSQL (FASTAPI_GCP_TASKS_BENCH_POSTGRES_URL, default the local server); creates the database
 `bench_outbox` and drops it at the end.
@@ -304,6 +306,71 @@ def bench_latency(samples: int, *, listen: bool, poll_interval: float) -> tuple[
     return statistics.median(latencies), latencies[int(len(latencies) * 0.99) - 1]
 
 
+def _cpu_seconds(pid: int) -> float:
+    # utime + stime (fields 14 and 15 of /proc/PID/stat), every thread of the process
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bench_outage(seconds: float, *, listen: bool, commits_per_second: float = 50.0) -> tuple[float, int, int]:
+    """Relay CPU share of one core, send attempts and rows committed during `seconds` of an outage."""
+    template = tasks_v2.CreateTaskRequest.serialize(_template_request())
+    engine = create_engine(_url())
+    with engine.begin() as conn:
+        conn.execute(text("TRUNCATE fastapi_gcp_tasks_outbox"))
+
+    def attempts() -> int:
+        with engine.connect() as conn:
+            return int(
+                conn.execute(text("SELECT coalesce(sum(attempts), 0) FROM fastapi_gcp_tasks_outbox")).scalar_one()
+            )
+
+    def rows() -> int:
+        with engine.connect() as conn:
+            return int(conn.execute(text("SELECT count(*) FROM fastapi_gcp_tasks_outbox")).scalar_one())
+
+    committing = threading.Event()
+    committing.set()
+
+    def app() -> None:
+        while committing.is_set():
+            request = tasks_v2.CreateTaskRequest.deserialize(template)
+            request.task.name = task_name(QUEUE, new_task_id())
+            row = {
+                "queue_path": QUEUE,
+                "task_name": request.task.name,
+                "request": tasks_v2.CreateTaskRequest.serialize(request),
+            }
+            with engine.begin() as conn:
+                conn.execute(insert_statement(), row)
+            time.sleep(1 / commits_per_second)
+
+    nowhere = f"127.0.0.1:{_free_port()}"  # nothing listens there: every send fails with UNAVAILABLE
+    command = [sys.executable, "-m", "fastapi_gcp_tasks", "relay", "--database-url", _url(), "--emulator-host", nowhere,
+               "--log-level", "ERROR", *([] if listen else ["--no-listen"])]  # fmt: skip
+    relay = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.DEVNULL)
+    writer = threading.Thread(target=app, daemon=True)
+    writer.start()
+    try:
+        deadline = time.monotonic() + 60
+        while attempts() == 0:  # the relay runs and has failed at least once
+            if time.monotonic() > deadline or relay.poll() is not None:
+                raise RuntimeError("the relay made no attempt within 60 s")
+            time.sleep(0.1)
+        cpu, start, tried, committed = _cpu_seconds(relay.pid), time.monotonic(), attempts(), rows()
+        time.sleep(seconds)
+        cpu = _cpu_seconds(relay.pid) - cpu
+        elapsed = time.monotonic() - start
+        tried, committed = attempts() - tried, rows() - committed
+    finally:
+        committing.clear()
+        writer.join(10)
+        relay.terminate()
+        relay.wait(30)
+        engine.dispose()
+    return cpu / elapsed, tried, committed
+
+
 # main ----------------------------------------------------------------------------------------------------------
 
 
@@ -330,6 +397,7 @@ def main() -> int:
     parser.add_argument("--tasks", type=int, default=20_000, help="rows per throughput run")
     parser.add_argument("--rounds", type=int, default=1_000, help="transactions per enqueue variant")
     parser.add_argument("--samples", type=int, default=200, help="latency samples per mode")
+    parser.add_argument("--outage-seconds", type=float, default=30.0, help="length of each outage window")
     args = parser.parse_args()
 
     _create_database()
@@ -372,6 +440,12 @@ def main() -> int:
         ):
             p50, p99 = bench_latency(args.samples, listen=listen, poll_interval=poll)
             print(f"{label:<34}{p50:>10.1f}{p99:>10.1f}")
+
+        print(f"\n4. relay CPU during a Cloud Tasks outage ({args.outage_seconds:g} s, the app committing 50 tasks/s)")
+        print(f"{'mode':<34}{'CPU % of a core':>16}{'attempts':>10}{'committed':>11}")
+        for label, listen in (("LISTEN/NOTIFY (default)", True), ("polling only (--no-listen)", False)):
+            share, tried, committed = bench_outage(args.outage_seconds, listen=listen)
+            print(f"{label:<34}{share * 100:>16.2f}{tried:>10}{committed:>11}")
         print("\nfor scale: faststream-outbox reports 410-470 messages/s for one relay worker")
     finally:
         emulator.terminate()

@@ -159,9 +159,9 @@ class TaskBuffer:
             if state is _State.OPEN:
                 self._tasks.append(task)
         if state is _State.OPEN:
-            self._config.stats.add(kept=1)
+            self._config.count(kept=1)
         elif state is _State.DISCARDED:
-            self._config.stats.add(kept=1, discarded=1)
+            self._config.count(kept=1, discarded=1)
             self._config.logger.warning(
                 "task %s reached a buffer that was already discarded (%s); dropped", task.name, self._closed_because
             )
@@ -206,7 +206,7 @@ class TaskBuffer:
 
     def _drop(self, tasks: Sequence[PreparedTask], reason: str) -> None:
         if tasks:
-            self._config.stats.add(discarded=len(tasks))
+            self._config.count(discarded=len(tasks))
             names = ", ".join(task.name for task in tasks)
             self._config.logger.warning("dropped %d buffered task(s) (%s): %s", len(tasks), reason, names)
 

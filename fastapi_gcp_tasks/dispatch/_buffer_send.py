@@ -39,6 +39,7 @@ from fastapi_gcp_tasks.exception import FastAPIGCPTasksError, SendError, TaskAlr
 from fastapi_gcp_tasks.transport._tasks import batches
 
 __all__ = [
+    "PROCESS_BUFFER_STATS",
     "BufferFallback",
     "BufferStats",
     "FlushReport",
@@ -167,6 +168,11 @@ class BufferStats:
             return self.kept - ended
 
 
+PROCESS_BUFFER_STATS = BufferStats()
+"""Every buffer of the process also counts here (`SendConfig.count`): `pending == 0` when no buffered task of
+the process is waiting to be created (`fastapi_gcp_tasks.testing.wait_for_tasks` waits on it)."""
+
+
 @dataclass(frozen=True, slots=True)
 class SendConfig:
     """Everything a buffer needs to create its tasks, validated once and shared by every buffer."""
@@ -191,6 +197,12 @@ class SendConfig:
             raise TaskArgumentError(f"batch_from={self.batch_from!r} must be an int >= 2", param="batch_from")
         if not isinstance(self.stats, BufferStats):
             raise TaskArgumentError(f"stats={self.stats!r} must be a BufferStats", param="stats")
+
+    def count(self, **counts: int) -> None:
+        """Add to the buffer's counters and to the process's (`PROCESS_BUFFER_STATS`)."""
+        self.stats.add(**counts)
+        if self.stats is not PROCESS_BUFFER_STATS:
+            PROCESS_BUFFER_STATS.add(**counts)
 
 
 Ended = Literal["created", "already_existed", "failed"]
@@ -231,7 +243,7 @@ class Ledger:
             return 0
         count = len(self._close(indices))
         if count:
-            self.config.stats.add(**{outcome: count})
+            self.config.count(**{outcome: count})
         return count
 
     def lose(self, lost: Sequence[tuple[int, BaseException]], why: str) -> int:
@@ -241,7 +253,7 @@ class Ledger:
         for index in closed:
             self.config.logger.error("task %s was not created (%s): %r", self.tasks[index].name, why, errors[index])
         if closed:
-            self.config.stats.add(lost=len(closed))
+            self.config.count(lost=len(closed))
         return len(closed)
 
     def abandon(self, why: str, error: BaseException | None = None) -> int:
@@ -351,7 +363,7 @@ def _flush_flow(ledger: Ledger, *, batching: bool) -> Flow:
                 failed.extend((index, LostTask(ledger.tasks[index], error)) for index, error in again)
                 break
             retry += 1
-            config.stats.add(retried=len(again))
+            config.count(retried=len(again))
             config.logger.info("retrying %d task(s) in %.2fs after retryable errors", len(again), wait)
             pending = [index for index, _ in again]
             yield _Wait(wait)
@@ -399,7 +411,7 @@ async def _send_async(ledger: Ledger, step: _Send, limit: asyncio.Semaphore) -> 
     async def one(index: int) -> None:
         task = tasks[index]
         async with limit:
-            config.stats.add(calls=1)
+            config.count(calls=1)
             try:
                 outcome: Outcome = await task.sender.send_async(task.request, timeout=task.timeout)
             except FastAPIGCPTasksError as exc:
@@ -411,7 +423,7 @@ async def _send_async(ledger: Ledger, step: _Send, limit: asyncio.Semaphore) -> 
     async def batch(chunk: list[int]) -> None:
         members = [tasks[index] for index in chunk]
         async with limit:
-            config.stats.add(calls=1)
+            config.count(calls=1)
             timeout = max(task.timeout for task in members)
             try:
                 results: Sequence[Outcome] = await members[0].sender.send_batch_async(
@@ -438,7 +450,7 @@ def _send(ledger: Ledger, step: _Send, pool: ThreadPoolExecutor) -> None:
 
     def one(index: int) -> None:
         task = ledger.tasks[index]
-        config.stats.add(calls=1)
+        config.count(calls=1)
         try:
             outcome: Outcome = task.sender.send(task.request, timeout=task.timeout)
         except FastAPIGCPTasksError as exc:

@@ -11,12 +11,11 @@ import asyncio
 import contextlib
 import logging
 import signal
-import sys
 from typing import Any
 
 from fastapi_gcp_tasks._cli_options import (
-    FAILURE,
-    USAGE,
+    CommandError,
+    ConfigError,
     add_debug_option,
     add_logging_options,
     env_option,
@@ -28,6 +27,10 @@ from fastapi_gcp_tasks._cli_options import (
 __all__ = ["register"]
 
 _ENV = "FASTAPI_GCP_TASKS_EMULATOR_"
+KEPT_DELIVERIES = 0
+"""Delivery records the command keeps in memory: none. Nothing outside the process can read them (each
+attempt's log line is its record), and every record holds its task's body: 10,000 kept 96 MB after 120
+tasks of 900 KB."""
 
 
 def register(subparsers: Any) -> None:
@@ -99,15 +102,14 @@ def run(args: argparse.Namespace) -> int:
             queues=queues,
             auto_create_queues=args.auto_create_queues,
             tombstone_seconds=args.tombstone_seconds,
+            keep_deliveries=KEPT_DELIVERIES,
         )
     except ValueError as exc:
-        print(f"fastapi-gcp-tasks emulator: {exc}", file=sys.stderr)
-        return USAGE
+        raise ConfigError(str(exc)) from exc
     try:
         asyncio.run(_serve(server, queues, log))
     except OSError as exc:
-        print(f"fastapi-gcp-tasks emulator: {exc}", file=sys.stderr)
-        return FAILURE
+        raise CommandError(str(exc)) from exc
     return 0
 
 

@@ -19,9 +19,15 @@ from fastapi_gcp_tasks.receive._auth import dependency_calls, may_act
 from fastapi_gcp_tasks.receive._letters import DeadLetterSink, LetterLedger, letter_from_request
 from fastapi_gcp_tasks.receive._metadata import CloudTasksHeaders
 
-__all__ = ["declared_retry_limit", "max_retries"]
+__all__ = ["GAVE_UP_HEADER", "declared_retry_limit", "max_retries"]
 
 logger = logging.getLogger("fastapi_gcp_tasks.worker")
+
+GAVE_UP_HEADER = "x-gcp-tasks-gave-up"
+"""Response header of a give-up acknowledgement, its value the task's retry count.
+
+The 2xx tells Cloud Tasks to stop; this header tells whoever reads the response (the emulator's log, a proxy)
+that the handler did not run and the task was given up, rather than done."""
 
 RETRY_LIMIT_ATTR = "fastapi_gcp_tasks_max_retries"
 """The attribute of a `max_retries` dependency that holds its count (read by the sending side's queue check)."""
@@ -34,7 +40,8 @@ def max_retries(
 
     Cloud Tasks stops delivering a task as soon as it gets a 2xx, so this caps the attempts of one
     endpoint below the queue's `max_attempts`: the handler runs on attempts 0 .. count-1 at most.
-    The acknowledgement is a 200 with a JSON `detail`. The queue must allow `count + 1` attempts for
+    The acknowledgement is a 200 with a JSON `detail` and the header `GAVE_UP_HEADER` (the retry count), so
+    that it cannot pass for a success: the emulator logs it as a warning. The queue must allow `count + 1` attempts for
     the give-up to happen: with fewer, Cloud Tasks drops the task first (the sender logs a warning
     when it can read the queue's retry settings).
 
@@ -70,7 +77,11 @@ def max_retries(
                 # An HTTP error, not the sink's own: a poison policy must not take it for the handler failing.
                 logger.exception("on_give_up failed; answering 500 so the task is delivered again")
                 raise HTTPException(500, "the given-up task could not be recorded; deliver it again") from error
-        raise HTTPException(status_code=200, detail=f"gave up after {meta.retry_count} retries (max_retries={count})")
+        raise HTTPException(
+            status_code=200,
+            detail=f"gave up after {meta.retry_count} retries (max_retries={count})",
+            headers={GAVE_UP_HEADER: str(meta.retry_count)},
+        )
 
     setattr(give_up_after_retries, RETRY_LIMIT_ATTR, count)
     return give_up_after_retries

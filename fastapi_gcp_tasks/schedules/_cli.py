@@ -25,8 +25,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from fastapi_gcp_tasks._cli_options import FAILURE, OK, USAGE, env_option, one_line
-from fastapi_gcp_tasks.transport._clients import EMULATOR_HOST_ENV
+from fastapi_gcp_tasks._cli_options import EMULATOR_HOST_ENV, FAILURE, OK, USAGE, ProgressLine, env_option, one_line
 
 __all__ = ["register"]
 
@@ -179,7 +178,8 @@ def _plan(args: argparse.Namespace) -> int:
 
 def _sync(args: argparse.Namespace) -> int:
     def run(schedules: Any) -> int:
-        plan = schedules.sync(dry_run=args.dry_run)
+        with ProgressLine(PROG) as progress:
+            plan = schedules.sync(dry_run=args.dry_run, progress=progress)
         if args.dry_run:
             text = f"{plan.render(verbose=args.verbose)}\nDry run: nothing was written."
         else:

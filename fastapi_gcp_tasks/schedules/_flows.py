@@ -6,7 +6,7 @@ read, in which order to write and which errors mean "already done" is decided he
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from google.api_core import exceptions as core
 from google.cloud import scheduler_v1
@@ -26,7 +26,12 @@ from fastapi_gcp_tasks.transport._flows import (
     UpdateJob,
 )
 
-__all__ = ["apply_flow", "plan_flow", "run_job_flow", "set_state_flow", "sync_flow"]
+__all__ = ["Progress", "apply_flow", "plan_flow", "run_job_flow", "set_state_flow", "sync_flow"]
+
+Progress = Callable[[int, int, str], None]
+"""Told after each write of an apply: `(done, total, message)`, e.g. `(3, 40, "[3/40] created job nightly")`."""
+
+_DONE = {Action.CREATE: "created", Action.UPDATE: "updated", Action.DELETE: "deleted"}
 
 
 def plan_flow(*, location_path: str, prefix: str, desired: Mapping[str, scheduler_v1.Job]) -> Flow[Plan]:
@@ -47,25 +52,36 @@ def plan_flow(*, location_path: str, prefix: str, desired: Mapping[str, schedule
     return compute_plan(location_path=location_path, prefix=prefix, desired=desired, listed=listed)
 
 
-def apply_flow(plan: Plan) -> Flow[Plan]:
+def apply_flow(plan: Plan, progress: Progress | None = None) -> Flow[Plan]:
     """Creates and updates first, deletes last (a renamed job exists under its new id before the old one
-    goes), stopping at the first failure; a job already deleted counts as deleted."""
-    for change in [*plan.creates, *plan.updates, *plan.deletes]:
+    goes), stopping at the first failure; a job already deleted counts as deleted. `progress` is told after
+    each write, so that a sync of many jobs shows how far it got."""
+    writes = [*plan.creates, *plan.updates, *plan.deletes]
+    for done, change in enumerate(writes, start=1):
         call = _write(plan.location_path, change)
         try:
             yield call
         except core.NotFound:
             if not isinstance(call, DeleteJob):
                 raise
+        if progress is not None:
+            progress(done, len(writes), f"[{done}/{len(writes)}] {_DONE[change.action]} job {change.job_id}")
     return plan
 
 
-def sync_flow(*, location_path: str, prefix: str, desired: Mapping[str, scheduler_v1.Job], dry_run: bool) -> Flow[Plan]:
-    """Plan, then carry the plan out unless `dry_run`."""
+def sync_flow(
+    *,
+    location_path: str,
+    prefix: str,
+    desired: Mapping[str, scheduler_v1.Job],
+    dry_run: bool,
+    progress: Progress | None = None,
+) -> Flow[Plan]:
+    """Plan, then carry the plan out unless `dry_run` (telling `progress` after each write)."""
     plan = yield from plan_flow(location_path=location_path, prefix=prefix, desired=desired)
     if dry_run:
         return plan
-    return (yield from apply_flow(plan))
+    return (yield from apply_flow(plan, progress))
 
 
 def set_state_flow(job_name: str, *, pause: bool) -> Flow[scheduler_v1.Job]:

@@ -33,7 +33,7 @@ from fastapi_gcp_tasks.build import _job_checks, _naming
 from fastapi_gcp_tasks.build._job import validate_time_zone
 from fastapi_gcp_tasks.build._routes import ScheduleHandle
 from fastapi_gcp_tasks.exception import TaskArgumentError, TaskLimitError
-from fastapi_gcp_tasks.schedules._flows import apply_flow, plan_flow, run_job_flow, set_state_flow, sync_flow
+from fastapi_gcp_tasks.schedules._flows import Progress, apply_flow, plan_flow, run_job_flow, set_state_flow, sync_flow
 from fastapi_gcp_tasks.schedules._plan import Action, FieldChange, JobChange, Plan
 from fastapi_gcp_tasks.transport._clients import (
     AsyncClientSource,
@@ -285,27 +285,36 @@ class Schedules:
         """`plan()` with the async client."""
         return await self._run_async(self._plan_flow())
 
-    def apply(self, plan: Plan) -> Plan:
+    def apply(self, plan: Plan, *, progress: Progress | None = None) -> Plan:
         """Carry out `plan`: creates and updates first, deletes last, stopping at the first failure.
 
         A failure raises `SendError` naming the job; what was done stays done and the next sync resumes
-        from there, since the plan is recomputed from what Cloud Scheduler holds.
+        from there, since the plan is recomputed from what Cloud Scheduler holds. `progress`, when given, is
+        called after each write with `(done, total, message)`, the message like `"[3/40] created job nightly"`
+        (the command line shows it on stderr); it runs between two calls, so keep it quick.
         """
         self._check_own(plan)
-        return self._run(apply_flow(plan))
+        _check_progress(progress)
+        return self._run(apply_flow(plan, progress))
 
-    async def apply_async(self, plan: Plan) -> Plan:
+    async def apply_async(self, plan: Plan, *, progress: Progress | None = None) -> Plan:
         """`apply()` with the async client."""
         self._check_own(plan)
-        return await self._run_async(apply_flow(plan))
+        _check_progress(progress)
+        return await self._run_async(apply_flow(plan, progress))
 
-    def sync(self, *, dry_run: bool = False) -> Plan:
-        """Make Cloud Scheduler hold exactly the declared jobs under this prefix; returns the plan carried out."""
-        return self._run(self._sync_flow(dry_run))
+    def sync(self, *, dry_run: bool = False, progress: Progress | None = None) -> Plan:
+        """Make Cloud Scheduler hold exactly the declared jobs under this prefix; returns the plan carried out.
 
-    async def sync_async(self, *, dry_run: bool = False) -> Plan:
+        `progress` is told after each write, as in `apply()`; a dry run writes nothing and tells it nothing.
+        """
+        _check_progress(progress)
+        return self._run(self._sync_flow(dry_run, progress))
+
+    async def sync_async(self, *, dry_run: bool = False, progress: Progress | None = None) -> Plan:
         """`sync()` with the async client."""
-        return await self._run_async(self._sync_flow(dry_run))
+        _check_progress(progress)
+        return await self._run_async(self._sync_flow(dry_run, progress))
 
     # operating -------------------------------------------------------------------------------------------------
 
@@ -347,8 +356,14 @@ class Schedules:
     def _plan_flow(self) -> Flow[Plan]:
         return plan_flow(location_path=self.location_path, prefix=self.prefix, desired=self._desired())
 
-    def _sync_flow(self, dry_run: bool) -> Flow[Plan]:
-        return sync_flow(location_path=self.location_path, prefix=self.prefix, desired=self._desired(), dry_run=dry_run)
+    def _sync_flow(self, dry_run: bool, progress: Progress | None = None) -> Flow[Plan]:
+        return sync_flow(
+            location_path=self.location_path,
+            prefix=self.prefix,
+            desired=self._desired(),
+            dry_run=dry_run,
+            progress=progress,
+        )
 
     def _check_own(self, plan: Plan) -> None:
         if plan.location_path != self.location_path or plan.prefix != self.prefix:
@@ -363,3 +378,10 @@ class Schedules:
 
     def __repr__(self) -> str:
         return f"Schedules(prefix={self.prefix!r}, location_path={self.location_path!r}, jobs={len(self)})"
+
+
+def _check_progress(progress: object) -> None:
+    if progress is not None and not callable(progress):
+        raise TaskArgumentError(
+            f"progress must be a callable taking (done, total, message), not {progress!r}", param="progress"
+        )

@@ -1,11 +1,15 @@
 """pytest plugin (entry point `fastapi_gcp_tasks`): fixtures running the Cloud Tasks / Cloud Scheduler emulator.
 
 * `gcp_tasks_emulator`: a fresh `Emulator` per test, on an ephemeral port, in a background thread.
-* `gcp_tasks_emulator_session`: one `Emulator` for the whole session; call `reset()` between tests
-  when they must not see each other's tasks.
+* `gcp_tasks_shared_emulator`: the session's emulator, reset before the test (no task, job or delivery
+  of an earlier test; builders create their queues again).
+* `gcp_tasks_emulator_session`: one `Emulator` for the whole session, as it is (`reset()` it yourself).
 
-Both deliver over real HTTP to the tasks' URLs. To deliver into an app without sockets, or to control
-time, build your own fixture around `Emulator(deliver_to=app, clock=ManualClock())`.
+While one of them is in use, the default clients and every builder of the process talk to that emulator
+(`FASTAPI_GCP_TASKS_EMULATOR_HOST` set, `fastapi_gcp_tasks.testing.reset_clients()` called); afterwards
+the variable and the clients are as before. They deliver over real HTTP to the tasks' URLs. To deliver
+into an app without sockets, or to control time, build your own fixture around
+`Emulator(deliver_to=app, clock=ManualClock())` and `fastapi_gcp_tasks.testing.use_emulator`.
 
 The ini option `gcp_tasks_apps` names apps to check before deploying, as `module:attribute`
 (`gcp_tasks_apps = myproj.main:app myproj.worker:app`): each becomes one test item, run first, that imports
@@ -17,6 +21,7 @@ The plugin imports nothing heavy until a fixture or a check is used, and needs n
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +34,7 @@ if TYPE_CHECKING:
 
     from fastapi_gcp_tasks.emulator import Emulator
 
-__all__ = ["AppCheckItem", "gcp_tasks_emulator", "gcp_tasks_emulator_session"]
+__all__ = ["AppCheckItem", "gcp_tasks_emulator", "gcp_tasks_emulator_session", "gcp_tasks_shared_emulator"]
 
 APPS_OPTION = "gcp_tasks_apps"
 
@@ -98,17 +103,39 @@ class AppCheckItem(pytest.Item):
 
 @pytest.fixture
 def gcp_tasks_emulator() -> Iterator[Emulator]:
-    """A running emulator for one test (ephemeral ports, real HTTP delivery, real time)."""
+    """A running emulator for one test (ephemeral ports, real HTTP delivery, real time) that the default
+    clients and every builder point at during the test."""
     from fastapi_gcp_tasks.emulator import Emulator
+    from fastapi_gcp_tasks.testing._env import use_emulator
 
-    with Emulator(port=0) as emulator:
+    with Emulator(port=0) as emulator, use_emulator(emulator):
         yield emulator
 
 
 @pytest.fixture(scope="session")
 def gcp_tasks_emulator_session() -> Iterator[Emulator]:
-    """A running emulator shared by the whole test session."""
+    """A running emulator shared by the whole test session, that the default clients point at meanwhile."""
     from fastapi_gcp_tasks.emulator import Emulator
+    from fastapi_gcp_tasks.testing._env import use_emulator
 
-    with Emulator(port=0) as emulator:
+    with Emulator(port=0) as emulator, use_emulator(emulator):
+        yield emulator
+
+
+SHARED_SETTLE_SECONDS = 10.0
+"""How long `gcp_tasks_shared_emulator` lets an earlier test's deliveries finish before resetting."""
+
+
+@pytest.fixture
+def gcp_tasks_shared_emulator(gcp_tasks_emulator_session: Emulator) -> Iterator[Emulator]:
+    """The session's emulator, reset for this test: no task, job or delivery of an earlier test is left, and
+    builders create their queues again; the default clients and every builder point at it during the test."""
+    from fastapi_gcp_tasks.testing._env import use_emulator
+
+    emulator = gcp_tasks_emulator_session
+    if not emulator.is_idle():  # let an earlier test's attempts in flight end before they are forgotten
+        with contextlib.suppress(TimeoutError):  # endless retries must not block this test
+            emulator.wait_until_idle(timeout=SHARED_SETTLE_SECONDS)
+    emulator.reset()
+    with use_emulator(emulator):
         yield emulator

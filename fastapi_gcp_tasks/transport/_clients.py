@@ -5,17 +5,23 @@ the service is down. A default client is shared by every builder of the process 
 forked child (gRPC channels must not cross `fork()`); an async client belongs to the event loop that
 created it, so there is one per running loop, dropped with its loop.
 
-With `FASTAPI_GCP_TASKS_EMULATOR_HOST=host:port` set, default clients talk to the emulator instead.
+With `FASTAPI_GCP_TASKS_EMULATOR_HOST=host:port` set, default clients talk to the emulator instead. The
+variable is read when a default client is created; `reset_clients()` closes and forgets the default clients
+(the next use reads the variable again) and makes every builder forget the queues it created, for tests that
+switch emulators or reset one. `use_tasks_client()` puts one Cloud Tasks client in place of every builder's
+(the testing package's eager mode).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import itertools
 import os
 import threading
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
 import grpc
@@ -43,9 +49,13 @@ __all__ = [
     "async_scheduler_source",
     "async_tasks_source",
     "emulator_client",
+    "forget_created_queues",
+    "per_client_memory",
+    "reset_clients",
     "scheduler_emulator_client",
     "sync_scheduler_source",
     "sync_tasks_source",
+    "use_tasks_client",
 ]
 
 EMULATOR_HOST_ENV = "FASTAPI_GCP_TASKS_EMULATOR_HOST"
@@ -65,6 +75,9 @@ class _ClientSource(Generic[C]):
         elif client is not None:
             self._instance = client  # type: ignore[assignment]
 
+    tasks = False
+    """Whether this source gives Cloud Tasks clients (those `use_tasks_client()` replaces)."""
+
 
 class SyncClientSource(_ClientSource[C]):
     """One client per process: a forked child makes its own (gRPC channels must not cross `fork()`)."""
@@ -76,6 +89,8 @@ class SyncClientSource(_ClientSource[C]):
 
     def get(self) -> C:
         """The client for this process, created on first use."""
+        if self.tasks and _replacement.sync is not None:
+            return _replacement.sync  # type: ignore[no-any-return]
         if self._instance is not None:
             return self._instance
         created = self._created
@@ -88,6 +103,12 @@ class SyncClientSource(_ClientSource[C]):
                     self._created = created
         return created[1]
 
+    def forget(self) -> C | None:
+        """Drop the client created for this process (None if there was none); the next `get()` makes a new one."""
+        with self._lock:
+            created, self._created = self._created, None
+        return created[1] if created is not None and created[0] == os.getpid() else None
+
 
 class AsyncClientSource(_ClientSource[C]):
     """An async client per running event loop (a `grpc.aio` channel cannot move between loops)."""
@@ -98,6 +119,8 @@ class AsyncClientSource(_ClientSource[C]):
 
     def get(self) -> C:
         """The client for the running loop, created on first use in that loop."""
+        if self.tasks and _replacement.aio is not None:
+            return _replacement.aio  # type: ignore[no-any-return]
         if self._instance is not None:
             return self._instance
         loop = asyncio.get_running_loop()
@@ -106,6 +129,10 @@ class AsyncClientSource(_ClientSource[C]):
             client = self._factory()
             self._per_loop[loop] = client
         return client
+
+    def forget(self) -> None:
+        """Drop the clients of every loop; each loop makes a new one on its next `get()`."""
+        self._per_loop.clear()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -202,14 +229,25 @@ _shared_scheduler = SyncClientSource(None, SCHEDULER.default)
 _shared_async_scheduler = AsyncClientSource(None, ASYNC_SCHEDULER.default)
 
 
+_shared_tasks.tasks = _shared_async_tasks.tasks = True
+
+
 def sync_tasks_source(client: Any) -> SyncClientSource[tasks_v2.CloudTasksClient]:
     """The source for a sync builder's `client=` argument (None: the shared process default)."""
-    return _shared_tasks if client is None else SyncClientSource(client, TASKS.default)
+    if client is None:
+        return _shared_tasks
+    source = SyncClientSource(client, TASKS.default)
+    source.tasks = True
+    return source
 
 
 def async_tasks_source(client: Any) -> AsyncClientSource[tasks_v2.CloudTasksAsyncClient]:
     """The source for an async builder's `client=` argument (None: the shared per-loop default)."""
-    return _shared_async_tasks if client is None else AsyncClientSource(client, ASYNC_TASKS.default)
+    if client is None:
+        return _shared_async_tasks
+    source = AsyncClientSource(client, ASYNC_TASKS.default)
+    source.tasks = True
+    return source
 
 
 def sync_scheduler_source(client: Any) -> SyncClientSource[scheduler_v1.CloudSchedulerClient]:
@@ -220,3 +258,70 @@ def sync_scheduler_source(client: Any) -> SyncClientSource[scheduler_v1.CloudSch
 def async_scheduler_source(client: Any) -> AsyncClientSource[scheduler_v1.CloudSchedulerAsyncClient]:
     """The source for an async scheduled builder's `client=` argument."""
     return _shared_async_scheduler if client is None else AsyncClientSource(client, ASYNC_SCHEDULER.default)
+
+
+class _Replacement:
+    """The Cloud Tasks clients `use_tasks_client()` put in place of every builder's (None: no replacement)."""
+
+    sync: Any = None
+    aio: Any = None
+
+
+_replacement = _Replacement()
+_memories: weakref.WeakValueDictionary[int, set[Any]] = weakref.WeakValueDictionary()
+_memory_ids = itertools.count()
+_memories_lock = threading.Lock()
+
+
+def per_client_memory() -> set[Any]:
+    """A new empty set that `forget_created_queues()` empties: where a builder remembers the queues it created."""
+    memory: set[Any] = set()
+    with _memories_lock:
+        _memories[next(_memory_ids)] = memory
+    return memory
+
+
+def forget_created_queues() -> None:
+    """Make every builder of the process forget the queues it created, so that it creates them again when used.
+
+    Needed after the queues were dropped behind the builders' backs (`Emulator.reset()`, another emulator).
+    """
+    with _memories_lock:
+        memories = list(_memories.values())
+    for memory in memories:
+        memory.clear()
+
+
+def reset_clients() -> None:
+    """Close and forget the default clients, and make every builder forget the queues it created.
+
+    The next `.delay()` / `.schedule()` creates its default client again, reading
+    `FASTAPI_GCP_TASKS_EMULATOR_HOST` at that moment. Clients passed to a builder (`client=`) are kept. The
+    async default clients are dropped unclosed: each belongs to its own event loop, which may be gone.
+    """
+    for sync_source in (_shared_tasks, _shared_scheduler):
+        client = sync_source.forget()
+        transport = getattr(client, "transport", None)
+        if transport is not None:
+            transport.close()
+    _shared_async_tasks.forget()
+    _shared_async_scheduler.forget()
+    forget_created_queues()
+
+
+@contextlib.contextmanager
+def use_tasks_client(sync: Any, aio: Any) -> Iterator[None]:
+    """Within the block, every Cloud Tasks builder sends through `sync` / `aio` (given or default clients alike).
+
+    Not nestable: a second block while one is active raises `RuntimeError`.
+    """
+    with _memories_lock:
+        if _replacement.sync is not None or _replacement.aio is not None:
+            raise RuntimeError("another block already replaces the Cloud Tasks clients (eager mode is not nestable)")
+        _replacement.sync, _replacement.aio = sync, aio
+    forget_created_queues()
+    try:
+        yield
+    finally:
+        _replacement.sync = _replacement.aio = None
+        forget_created_queues()

@@ -24,7 +24,7 @@ from google.cloud import tasks_v2
 
 from fastapi_gcp_tasks._limits import BATCH_CREATE_LIMIT
 from fastapi_gcp_tasks.exception import FastAPIGCPTasksError, SendError
-from fastapi_gcp_tasks.transport._clients import AsyncClientSource, SyncClientSource
+from fastapi_gcp_tasks.transport._clients import AsyncClientSource, SyncClientSource, per_client_memory
 from fastapi_gcp_tasks.transport._errors import classify, from_status, translate
 from fastapi_gcp_tasks.transport._queues import ensure_queue, ensure_queue_async
 
@@ -203,7 +203,7 @@ class RouteSender:
         self._sync_source = sync_source
         self._async_source = async_source
         self._auto_create_queue = auto_create_queue
-        self._ensured: set[tuple[int, str]] = set()
+        self._ensured: set[tuple[int, str]] = per_client_memory()  # emptied by reset_clients()
         self._lock = threading.Lock()
         self._budgets_checked: set[tuple[str, int]] = set()
 

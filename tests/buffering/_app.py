@@ -186,10 +186,13 @@ def make_app(
         recorded.remember(payload, (await ahello.delay(payload=payload + "-before")).name)  # type: ignore[attr-defined]
 
         async def body() -> AsyncIterator[bytes]:
-            yield b"first\n"
-            await asyncio.to_thread(recorded.release_stream.wait, 10)
-            recorded.remember(payload, (await ahello.delay(payload=payload + "-after")).name)  # type: ignore[attr-defined]
-            yield b"second\n"
+            try:
+                yield b"first\n"
+                await asyncio.to_thread(recorded.release_stream.wait, 30)
+                recorded.remember(payload, (await ahello.delay(payload=payload + "-after")).name)  # type: ignore[attr-defined]
+                yield b"second\n"
+            finally:
+                recorded.events.append(f"stream ended {payload}")  # by the end, or cancelled by a disconnect
 
         return StreamingResponse(body())
 

@@ -19,6 +19,7 @@ from fastapi import Depends, FastAPI, HTTPException
 from fastapi_gcp_tasks.buffering import BufferStats, LostTask, RetryPolicy, TaskBufferMiddleware, task_buffer
 from fastapi_gcp_tasks.dispatch._sink import PreparedTask, current_sink
 from fastapi_gcp_tasks.exception import SendError, TaskArgumentError
+from tests._support import eventually
 
 from ._fakes import RecordingSender, prepared
 
@@ -48,13 +49,6 @@ class GatedSender(RecordingSender):
         self.entered.set()
         await self.gate.wait()
         return await super().send_batch_async(requests, timeout=timeout)
-
-
-async def wait_until(condition: Any) -> None:
-    deadline = asyncio.get_running_loop().time() + DEADLINE
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.001)
 
 
 def assert_adds_up(stats: BufferStats) -> None:
@@ -268,7 +262,7 @@ async def test_a_cancelled_flush_counts_what_it_created_and_names_the_rest(caplo
 
     running = asyncio.create_task(job())
     await asyncio.wait_for(sender.entered.wait(), DEADLINE)
-    await wait_until(lambda: bool(early.created))  # the early task's call does not wait at the gate
+    await eventually(lambda: early.created, "the early task created", timeout=DEADLINE)  # it skips the gate
     running.cancel()
     with pytest.raises(asyncio.CancelledError):
         await running

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -17,17 +14,17 @@ from google.api_core.exceptions import NotFound
 
 from fastapi_gcp_tasks.emulator import Emulator
 from fastapi_gcp_tasks.exception import BufferRequiredError, SendError
+from tests._databases import postgres_conninfo
+from tests._support import TIMEOUT, free_port, listening_socket, serve_asgi, wait_for
+from tests._support.ports import url_of
 
 from ._app import QUEUE, Recorded, make_app
-from ._server import bind, serve, url_of
 
 Served = tuple[str, Recorded, Emulator]
 
-POSTGRES_URL = os.environ.get("FASTAPI_GCP_TASKS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-
 
 def connect() -> psycopg.Connection[Any]:
-    return psycopg.connect(POSTGRES_URL, connect_timeout=5)
+    return psycopg.connect(postgres_conninfo(), connect_timeout=5)
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +35,7 @@ def emulator() -> Iterator[Emulator]:
 
 def _serve(emulator: Emulator, flush: Any) -> Iterator[Served]:
     recorded = Recorded()
-    sock = bind()
+    sock = listening_socket()
     base = url_of(sock)
     client = emulator.tasks_client()
 
@@ -56,7 +53,9 @@ def _serve(emulator: Emulator, flush: Any) -> Iterator[Served]:
     app = make_app(
         base_url=base, emulator_address=emulator.address, flush=flush, recorded=recorded, database=connect, probe=probe
     )
-    with serve(app, sock):
+    # Keep-alive connections stay open well past a loaded machine's pauses: a server closing an idle one just as
+    # the client reuses it answers nothing ("Server disconnected without sending a response").
+    with serve_asgi(app, sock, lifespan="on", timeout_keep_alive=300, timeout_graceful_shutdown=30):
         yield base, recorded, emulator
 
 
@@ -74,28 +73,22 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        time.sleep(0.01)
-
-
 def short(name: str) -> str:
     return name.rsplit("/", 1)[-1]
 
 
-def assert_delivered_once(recorded: Recorded, payload: str, name: str) -> None:
-    wait_for(lambda: len(recorded.delivered(payload)) >= 1)
-    time.sleep(0.05)
+def assert_delivered_once(served: Served, payload: str, name: str) -> None:
+    """Wait for the delivery, then for the emulator to be idle: a second delivery would have come by then."""
+    _, recorded, emu = served
+    wait_for(lambda: recorded.delivered(payload), f"the delivery of {payload}")
+    emu.wait_until_idle(timeout=TIMEOUT)
     assert recorded.delivered(payload) == [short(name)]
 
 
 def assert_never_created(served: Served, payload: str, discarded_before: int) -> None:
     _, recorded, emu = served
-    wait_for(lambda: recorded.stats.discarded > discarded_before)
-    emu.wait_until_idle()
+    wait_for(lambda: recorded.stats.discarded > discarded_before, f"the tasks of {payload} discarded")
+    emu.wait_until_idle(timeout=TIMEOUT)
     names = recorded.names[payload]
     assert names
     sources = {record.source for record in emu.deliveries}
@@ -107,13 +100,13 @@ def assert_never_created(served: Served, payload: str, discarded_before: int) ->
 
 @pytest.mark.parametrize("path", ["/async", "/sync", "/sync-route-in-async", "/sub/inner"])
 def test_a_successful_request_creates_its_task_once(after: Served, path: str) -> None:
-    base, recorded, _ = after
+    base, _, _ = after
     payload = unique("ok")
     response = httpx.post(f"{base}{path}", params={"payload": payload})
     assert response.status_code == 200
     name = response.json()["name"]
     assert name.startswith(QUEUE + "/tasks/")
-    assert_delivered_once(recorded, payload, name)
+    assert_delivered_once(after, payload, name)
 
 
 def test_an_exception_sends_nothing(after: Served) -> None:
@@ -137,7 +130,7 @@ def test_a_client_error_still_sends_by_default(after: Served) -> None:
     base, recorded, _ = after
     payload = unique("404")
     assert httpx.post(f"{base}/status/404", params={"payload": payload}).status_code == 404
-    assert_delivered_once(recorded, payload, recorded.names[payload][0])
+    assert_delivered_once(after, payload, recorded.names[payload][0])
 
 
 @pytest.fixture(scope="module")
@@ -150,12 +143,13 @@ def commits_table() -> None:
 @pytest.mark.parametrize("mode", ["after", "before"])
 @pytest.mark.usefixtures("commits_table")
 def test_tasks_are_created_after_the_dependency_commits(request: pytest.FixtureRequest, mode: str) -> None:
-    base, recorded, _ = request.getfixturevalue(mode)
+    served = request.getfixturevalue(mode)
+    base, recorded, _ = served
     payload = unique("commit")
     response = httpx.post(f"{base}/commit", params={"payload": payload})
     assert response.status_code == 200
     name = response.json()["name"]
-    assert_delivered_once(recorded, payload, name)
+    assert_delivered_once(served, payload, name)
     assert f"commit {payload}" in recorded.events
     assert f"exists at commit {name}" not in recorded.events
     with connect() as connection:
@@ -168,25 +162,26 @@ def test_dependencies_and_background_tasks_are_buffered(after: Served) -> None:
     base, recorded, _ = after
     payload = unique("dep")
     name = httpx.post(f"{base}/dependency", params={"payload": payload}).json()["name"]
-    assert_delivered_once(recorded, payload + "-dep", name)
+    assert_delivered_once(after, payload + "-dep", name)
     payload = unique("bg")
     assert httpx.post(f"{base}/background", params={"payload": payload}).status_code == 200
-    wait_for(lambda: len(recorded.names.get(payload, [])) == 2)
+    wait_for(lambda: len(recorded.names.get(payload, [])) == 2, "both background tasks delayed")
     async_name, sync_name = recorded.names[payload]
-    assert_delivered_once(recorded, payload, async_name)
-    assert_delivered_once(recorded, payload + "-sync", sync_name)
+    assert_delivered_once(after, payload, async_name)
+    assert_delivered_once(after, payload + "-sync", sync_name)
 
 
 @pytest.mark.parametrize("mode", ["after", "before"])
 def test_a_streamed_response_sends_every_task_once(request: pytest.FixtureRequest, mode: str) -> None:
-    base, recorded, _ = request.getfixturevalue(mode)
+    served = request.getfixturevalue(mode)
+    base, recorded, _ = served
     payload = unique("stream")
     response = httpx.post(f"{base}/stream", params={"payload": payload, "chunks": 3})
     assert response.text == "chunk 0\nchunk 1\nchunk 2\n"
     names = recorded.names[payload]
     assert len(names) == 3
     for i, name in enumerate(names):
-        assert_delivered_once(recorded, f"{payload}-{i}", name)
+        assert_delivered_once(served, f"{payload}-{i}", name)
 
 
 def test_before_response_creates_tasks_before_the_client_has_the_end(before: Served) -> None:
@@ -219,11 +214,11 @@ def test_a_disconnected_client_keeps_what_the_finished_app_delayed(after: Served
     # The stream waits for an event that is never set while the client is there: only the disconnect
     # (Starlette cancels the stream) lets the app finish, and only a finished app flushes its buffer.
     try:
-        assert_delivered_once(recorded, payload + "-before", recorded.names[payload][0])
+        assert_delivered_once(after, payload + "-before", recorded.names[payload][0])
+        wait_for(lambda: f"stream ended {payload}" in recorded.events, "the stream cancelled by the disconnect")
         assert len(recorded.names[payload]) == 1
     finally:
         recorded.release_stream.set()
-    time.sleep(0.1)
     assert recorded.delivered(payload + "-after") == []
 
 
@@ -231,7 +226,7 @@ def test_require_buffer_keeps_inside_a_request_and_refuses_outside(after: Served
     base, recorded, _ = after
     payload = unique("required")
     name = httpx.post(f"{base}/required", params={"payload": payload}).json()["name"]
-    wait_for(lambda: (payload, "required") in recorded.received)
+    wait_for(lambda: (payload, "required") in recorded.received, "the required task delivered")
     assert recorded.names[payload] == [name]
     required = recorded.required
     with pytest.raises(BufferRequiredError):
@@ -245,7 +240,7 @@ def test_a_send_failure_goes_to_the_fallback_and_is_counted(after: Served) -> No
     response = httpx.post(f"{base}/doomed", params={"payload": payload})
     assert response.status_code == 200
     name = response.json()["name"]
-    wait_for(lambda: recorded.stats.failed > failed)
+    wait_for(lambda: recorded.stats.failed > failed, "the send failure counted")
     lost = [item for item in recorded.lost if item.name == name]
     assert len(lost) == 1
     assert isinstance(lost[0].error, SendError)
@@ -260,22 +255,31 @@ def test_a_thousand_concurrent_requests_never_cross_talk(after: Served) -> None:
     payloads = [unique(f"many{i}") for i in range(1000)]
     paths = ["/status/500" if i % 10 == 0 else "/async" if i % 2 else "/sync" for i in range(len(payloads))]
 
-    async def fire() -> list[httpx.Response]:
+    async def fire() -> list[httpx.Response | BaseException]:
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
-        async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as client:
+        async with httpx.AsyncClient(base_url=base, limits=limits, timeout=TIMEOUT * 4) as client:
+            # Every request runs to its end before the client closes its connections: none is left open.
             return await asyncio.gather(
-                *(client.post(path, params={"payload": p}) for path, p in zip(paths, payloads, strict=True))
+                *(client.post(path, params={"payload": p}) for path, p in zip(paths, payloads, strict=True)),
+                return_exceptions=True,
             )
 
     discarded = recorded.stats.discarded
-    responses = asyncio.run(fire())
+    outcomes = asyncio.run(fire())
+    errors = [repr(outcome) for outcome in outcomes if isinstance(outcome, BaseException)]
+    assert not errors, f"{len(errors)} requests failed, first: {errors[0]}"
+    responses = [outcome for outcome in outcomes if isinstance(outcome, httpx.Response)]
     ok = {p: r.json()["name"] for path, p, r in zip(paths, payloads, responses, strict=True) if path != "/status/500"}
     failed = [p for path, p in zip(paths, payloads, strict=True) if path == "/status/500"]
     assert [r.status_code for r in responses] == [500 if path == "/status/500" else 200 for path in paths]
     assert len(set(ok.values())) == len(ok) == 900
-    wait_for(lambda: all(recorded.delivered(p) for p in ok), timeout=120)
-    wait_for(lambda: recorded.stats.discarded - discarded == len(failed))
-    emu.wait_until_idle(timeout=60)
+    wait_for(
+        lambda: all(recorded.delivered(p) for p in ok),
+        lambda: f"900 deliveries; {sum(bool(recorded.delivered(p)) for p in ok)} arrived",
+        timeout=TIMEOUT * 8,
+    )
+    wait_for(lambda: recorded.stats.discarded - discarded == len(failed), "the 100 failed requests' tasks discarded")
+    emu.wait_until_idle(timeout=TIMEOUT * 2)
     for payload, name in ok.items():
         assert recorded.delivered(payload) == [short(name)]
         assert recorded.names[payload] == [name]
@@ -293,9 +297,7 @@ async def test_an_unreachable_service_is_retried_then_every_task_logged_as_lost(
     from fastapi_gcp_tasks.buffering import BufferStats, RetryPolicy, task_buffer
     from fastapi_gcp_tasks.utils import async_emulator_client
 
-    with socket.socket() as sock:  # a port where nothing listens
-        sock.bind(("127.0.0.1", 0))
-        nowhere = f"127.0.0.1:{sock.getsockname()[1]}"
+    nowhere = f"127.0.0.1:{free_port()}"
     router = APIRouter(
         route_class=AsyncDelayedRouteBuilder(
             queue_path=QUEUE,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -14,6 +13,7 @@ import httpx
 import pytest
 
 from fastapi_gcp_tasks.emulator import Emulator
+from fastapi_gcp_tasks.testing import assert_task_created, wait_for_tasks
 
 from ._server import bind, serve, url_of
 
@@ -21,19 +21,18 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def example(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[ModuleType, str, Emulator]]:
-    queue = "projects/demo/locations/local/queues/mail"
-    with Emulator(queues=[queue]) as emu:
-        sock = bind()
-        base = url_of(sock)
-        monkeypatch.setenv("FASTAPI_GCP_TASKS_EMULATOR_HOST", emu.address)
-        monkeypatch.setenv("EXAMPLE_BASE_URL", base)
-        monkeypatch.syspath_prepend(str(ROOT))
-        sys.modules.pop("examples.buffered.app", None)
-        module = importlib.import_module("examples.buffered.app")
-        with serve(module.app, sock):
-            yield module, base, emu
-        sys.modules.pop("examples.buffered.app", None)
+def example(
+    gcp_tasks_emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[ModuleType, str, Emulator]]:
+    sock = bind()
+    base = url_of(sock)
+    monkeypatch.setenv("EXAMPLE_BASE_URL", base)
+    monkeypatch.syspath_prepend(str(ROOT))
+    sys.modules.pop("examples.buffered.app", None)
+    module = importlib.import_module("examples.buffered.app")
+    with serve(module.app, sock):
+        yield module, base, gcp_tasks_emulator
+    sys.modules.pop("examples.buffered.app", None)
 
 
 def test_a_signup_sends_its_welcome_after_the_commit_and_a_refused_one_nothing(
@@ -43,15 +42,14 @@ def test_a_signup_sends_its_welcome_after_the_commit_and_a_refused_one_nothing(
     ok = httpx.post(f"{base}/signup", params={"email": "ada@example.com"})
     assert ok.status_code == 200
     assert ok.json()["welcome_task"].startswith(module.QUEUE + "/tasks/")
-    deadline = time.monotonic() + 10
-    while not module.db.mails_sent and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for_tasks(emu)
+    assert module.db.mails_sent == ["ada@example.com"]
     again = httpx.post(f"{base}/signup", params={"email": "ada@example.com"})
     assert again.status_code == 409
-    time.sleep(0.2)  # a wrongly kept task would be created right after the response
-    emu.wait_until_idle()
+    wait_for_tasks(emu)  # a wrongly kept task would be created after the response: this waits for it too
     assert module.db.mails_sent == ["ada@example.com"]
     assert [record.status for record in emu.deliveries] == [200]
+    assert_task_created(emu, module.send_welcome, email="ada@example.com")
 
 
 def test_the_example_runs_as_a_script() -> None:

@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,8 +19,9 @@ import httpx
 import pytest
 
 from fastapi_gcp_tasks.emulator import Emulator
+from tests._support import listening_socket, wait_for
 
-from ._server import bind
+pytestmark = pytest.mark.slow  # one uvicorn process started and stopped for the whole module
 
 ROOT = Path(__file__).resolve().parents[2]
 QUEUE = "projects/test/locations/here/queues/shutdown"
@@ -59,14 +59,6 @@ class Output:
             return [line for line in self.lines if line.startswith(prefix)]
 
 
-def poll(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not seen in {DEADLINE}s")
-        time.sleep(0.01)
-
-
 def count(prefix: str, n: int) -> Callable[[list[str]], bool]:
     return lambda lines: sum(line.startswith(prefix) for line in lines) >= n
 
@@ -89,7 +81,7 @@ def run() -> Iterator[Run]:
     with Emulator(queues=[QUEUE]) as emulator:
         client = emulator.tasks_client()
         client.pause_queue(name=QUEUE)
-        sock = bind()
+        sock = listening_socket()
         env = {
             **os.environ,
             "PYTHONPATH": str(ROOT),
@@ -130,7 +122,7 @@ def run() -> Iterator[Run]:
             def c_created() -> bool:
                 return c_names <= {task.name for task in client.list_tasks(parent=QUEUE)}
 
-            poll(c_created, "group c created before the shutdown")
+            wait_for(c_created, "group c created before the shutdown", timeout=DEADLINE)
 
             server.send_signal(signal.SIGTERM)
             server.wait(DEADLINE)

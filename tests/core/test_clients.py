@@ -54,4 +54,4 @@ def test_one_async_client_per_running_loop() -> None:
 
 def test_an_instance_is_used_as_given() -> None:
     instance = Made()
-    assert SyncClientSource(instance, Made).get() is instance  # type: ignore[arg-type]
+    assert SyncClientSource(instance, Made).get() is instance

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import importlib
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
+import httpx
 import pytest
 from fastapi import APIRouter, FastAPI
 from google.cloud import scheduler_v1
@@ -31,6 +33,9 @@ from fastapi_gcp_tasks import (
     scheduler_emulator_client,
 )
 from fastapi_gcp_tasks.emulator import Emulator, ManualClock
+from fastapi_gcp_tasks.testing import assert_task_created, wait_for_tasks
+from tests._support import free_port, listening_socket, serve_asgi
+from tests._support.ports import url_of
 from tests.core._replay import Recorder
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -202,10 +207,32 @@ def test_async_scheduler(world: tuple[Emulator, Recorder, Any, Any, Any]) -> Non
     assert (deleted, deleted_again) == (True, False)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+@pytest.fixture
+def quickstart(gcp_tasks_emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[ModuleType, str]]:
+    """examples/simple served over real HTTP, its tasks created on the plugin's emulator."""
+    sock = listening_socket()
+    monkeypatch.setenv("APP_URL", url_of(sock))
+    monkeypatch.syspath_prepend(str(ROOT))
+    sys.modules.pop("examples.simple.app", None)
+    module = importlib.import_module("examples.simple.app")
+    try:
+        with serve_asgi(module.app, sock) as url:
+            yield module, url
+    finally:
+        sys.modules.pop("examples.simple.app", None)
+
+
+def test_the_quickstart_trigger_creates_a_hello_task_that_is_delivered(
+    quickstart: tuple[ModuleType, str], gcp_tasks_emulator: Emulator
+) -> None:
+    module, url = quickstart
+    response = httpx.post(f"{url}/trigger", params={"name": "Ada", "lang": "fr"})
+    assert response.status_code == 200, response.text
+    wait_for_tasks(gcp_tasks_emulator)
+    assert [delivery.status for delivery in gcp_tasks_emulator.deliveries] == [200]
+    task = assert_task_created(gcp_tasks_emulator, module.hello, lang="fr")
+    assert task.arguments["greeting"] == module.Greeting(name="Ada", excited=True)
+    assert task.name == response.json()["task"]
 
 
 def test_the_readme_quickstart_runs_and_a_task_visibly_executes() -> None:

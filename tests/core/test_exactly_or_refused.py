@@ -141,7 +141,7 @@ def _register(router: APIRouter, path: str, name: str, part: Any, annotation: An
     ENTRIES.append(Entry(name, endpoint, values, annotation))
 
 
-texts = st.text(st.characters(exclude_categories=("Cs",)), max_size=12)
+texts = st.text(st.characters(exclude_categories=["Cs"]), max_size=12)
 huge = st.sampled_from([4400, 4301]).map(lambda digits: 10**digits)  # too long to parse back
 ints = st.integers(min_value=-(10**20), max_value=10**20) | huge | huge.map(lambda n: -n)
 floats = st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from([1e22, 1.5e-7, -0.0, 1e308])
@@ -237,13 +237,18 @@ def same(expected: Any, received: Any) -> bool:
     if isinstance(expected, (list, tuple)):
         return len(expected) == len(received) and all(same(a, b) for a, b in zip(expected, received, strict=True))
     if isinstance(expected, float):
-        return expected == received or (math.isnan(expected) and math.isnan(received))
+        return bool(expected == received or (math.isnan(expected) and math.isnan(received)))
     if isinstance(expected, decimal.Decimal):
         return str(expected) == str(received)
     if isinstance(expected, dt.datetime):
-        return expected == received and expected.utcoffset() == received.utcoffset()
+        if expected.utcoffset() is None or received.utcoffset() is None:
+            return bool(expected == received and expected.utcoffset() == received.utcoffset())
+        # by instant, not `==`: across zones, `==` is False for a wall time that a zone repeats or skips (PEP 495)
+        return bool(
+            expected.astimezone(dt.UTC) == received.astimezone(dt.UTC) and expected.utcoffset() == received.utcoffset()
+        )
     if isinstance(expected, SecretStr):
-        return expected.get_secret_value() == received.get_secret_value()
+        return bool(expected.get_secret_value() == received.get_secret_value())
     return bool(expected == received)
 
 

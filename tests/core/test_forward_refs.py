@@ -11,7 +11,7 @@ from tests.core._replay import replay
 
 def test_types_defined_after_the_endpoint_are_resolved_at_first_use() -> None:
     item = _late.LaterItem(name="x", parts=[_late.Part(n=1)])
-    request = _late.late.options().request(kind=_late.Kind.B, item=item, tags=("t", "u"))
+    request = _late.late.options().request(kind=_late.Kind.B, item=item, tags=("t", "u"))  # type: ignore[attr-defined]
     assert request.task.http_request.url == "http://testserver/late/b?tags=t&tags=u"
     response = replay(_late.app, request)
     assert response.status_code == 200, response.text
@@ -19,7 +19,7 @@ def test_types_defined_after_the_endpoint_are_resolved_at_first_use() -> None:
 
 
 def test_scheduled_endpoints_resolve_too() -> None:
-    job = _late.late_job.scheduler(name="late", schedule="0 * * * *").job(item=_late.LaterItem(name="j"))
+    job = _late.late_job.scheduler(name="late", schedule="0 * * * *").job(item=_late.LaterItem(name="j"))  # type: ignore[attr-defined]
     assert job.http_target.uri == "http://testserver/late-job"
     assert b'"name":"j"' in job.http_target.body
 

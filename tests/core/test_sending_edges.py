@@ -20,7 +20,7 @@ class EnqueuerOnlyClient(tasks_v2.CloudTasksClient):
         self.created: list[Any] = []
 
     def create_queue(self, request: Any = None, **kwargs: Any) -> Any:
-        raise core.PermissionDenied("cloudtasks.queues.create denied")
+        raise core.PermissionDenied("cloudtasks.queues.create denied")  # type: ignore[no-untyped-call]
 
     def create_task(self, request: Any = None, **kwargs: Any) -> Any:
         self.created.append(request)
@@ -45,18 +45,19 @@ class RacingSchedulerClient(scheduler_v1.CloudSchedulerClient):
 
     def __init__(self) -> None:
         self.stored: scheduler_v1.Job | None = None
+        self.pending: scheduler_v1.Job | None = None
         self.updates = 0
 
-    def get_job(self, name: str = "", **kwargs: Any) -> Any:
+    def get_job(self, name: str = "", **kwargs: Any) -> Any:  # type: ignore[override]
         if self.stored is None:
             self.stored = self.pending
-            raise core.NotFound(name)
+            raise core.NotFound(name)  # type: ignore[no-untyped-call]
         return self.stored
 
-    def create_job(self, parent: str = "", job: Any = None, **kwargs: Any) -> Any:
-        raise core.AlreadyExists(job.name)
+    def create_job(self, parent: str = "", job: Any = None, **kwargs: Any) -> Any:  # type: ignore[override]
+        raise core.AlreadyExists(job.name)  # type: ignore[no-untyped-call]
 
-    def update_job(self, job: Any = None, **kwargs: Any) -> Any:
+    def update_job(self, job: Any = None, **kwargs: Any) -> Any:  # type: ignore[override]
         self.updates += 1
         return job
 

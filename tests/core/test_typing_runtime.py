@@ -273,7 +273,7 @@ def test_args_below_the_route_decorator_is_checked_when_the_route_registers() ->
     @as_delayed_task(args=ShipArgs)
     def ship(order_id: int, payload: Payload, request: Request, express: bool = False) -> None: ...
 
-    request = ship.options().request(order_id=1, payload=Payload(n=1))
+    request = ship.options().request(order_id=1, payload=Payload(n=1))  # type: ignore[attr-defined]
     assert request.task.http_request.url == "http://w/orders/1"
 
     with pytest.raises(RouteDefinitionError, match="'payload' is missing"):

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from tests._support import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 PEER_SCRIPT = ROOT / "bench" / "emulator" / "peer.sh"
@@ -19,10 +20,12 @@ def peer_python() -> str:
     return result.stdout.strip().splitlines()[-1]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def _answers(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
 
 
 @contextmanager
@@ -34,15 +37,9 @@ def run_peer(queues: list[str], port: int | None = None) -> Iterator[tuple[str, 
         args += ["-d", queue]
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError("gcloud-tasks-emulator did not start") from None
-                time.sleep(0.05)
+        wait_for(lambda: _answers(port) or process.poll() is not None, f"gcloud-tasks-emulator on port {port}")
+        if process.poll() is not None:
+            raise RuntimeError(f"gcloud-tasks-emulator exited with {process.returncode}")
         yield f"127.0.0.1:{port}", process
     finally:
         process.terminate()

@@ -14,6 +14,8 @@ from typing import Any
 from google.cloud import tasks_v2
 from google.protobuf import duration_pb2, timestamp_pb2
 
+from tests._support import Received
+
 LOCATION = "projects/test-project/locations/europe-west1"
 QUEUE = f"{LOCATION}/queues/default"
 URL = "http://worker.test/work"
@@ -31,14 +33,6 @@ def http_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join()
-
-
-@dataclass(frozen=True)
-class Received:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
 
 
 @dataclass

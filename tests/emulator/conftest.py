@@ -9,6 +9,7 @@ import pytest
 from google.cloud import tasks_v2
 
 from fastapi_gcp_tasks.emulator import Emulator, ManualClock
+from tests._support import TIMEOUT
 
 from ._tasks_support import QUEUE, ScriptedWorker
 
@@ -23,9 +24,9 @@ class Env:
     def settle(self, advance: float = 0.0) -> None:
         """Finish what is due, move the clock forward, and finish what became due."""
         if advance:
-            self.emu.wait_until_idle(timeout=10)
+            self.emu.wait_until_idle(timeout=TIMEOUT)
             self.clock.advance(advance)
-        self.emu.wait_until_idle(timeout=10)
+        self.emu.wait_until_idle(timeout=TIMEOUT)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,14 +15,9 @@ import pytest
 from google.cloud import tasks_v2
 
 from fastapi_gcp_tasks.utils import emulator_client
+from tests._support import free_port, listening_socket
 
 from ._tasks_support import QUEUE
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextmanager
@@ -62,7 +56,7 @@ def _address(lines: list[str]) -> str:
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_serves_the_given_queues_and_stops_cleanly_on_a_signal(signum: signal.Signals) -> None:
-    port = _free_port()
+    port = free_port()
     with _emulator(["--port", str(port), "--http-port", "0", "--queue", QUEUE]) as (process, lines):
         address = _address(lines)
         assert address == f"127.0.0.1:{port}"
@@ -74,7 +68,7 @@ def test_serves_the_given_queues_and_stops_cleanly_on_a_signal(signum: signal.Si
 
 
 def test_options_come_from_the_environment_too() -> None:
-    port = _free_port()
+    port = free_port()
     env = {
         "FASTAPI_GCP_TASKS_EMULATOR_PORT": str(port),
         "FASTAPI_GCP_TASKS_EMULATOR_HTTP_PORT": "0",
@@ -108,9 +102,7 @@ def test_a_bad_queue_path_is_refused_with_exit_code_2() -> None:
 
 @pytest.mark.parametrize("busy", ["grpc", "http"])
 def test_a_busy_port_is_reported(busy: str) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen()
+    with listening_socket() as sock:
         port = sock.getsockname()[1]
         ports = (
             ["--port", str(port), "--http-port", "0"] if busy == "grpc" else ["--port", "0", "--http-port", str(port)]

@@ -11,6 +11,7 @@ import pytest
 
 from fastapi_gcp_tasks.emulator import ManualClock, SystemClock
 from fastapi_gcp_tasks.emulator._clock import call_at
+from tests._support import TIMEOUT, eventually
 
 START = dt.datetime(2026, 3, 29, 0, 30, tzinfo=dt.UTC)
 
@@ -36,11 +37,11 @@ async def test_manual_clock_wakes_sleepers_from_another_thread() -> None:
     sleeper = asyncio.ensure_future(clock.sleep_until(START + dt.timedelta(hours=1)))
     await asyncio.sleep(0)
     threading.Thread(target=clock.advance, args=(3600,)).start()
-    await asyncio.wait_for(sleeper, 2)
+    await asyncio.wait_for(sleeper, TIMEOUT)
     early = asyncio.ensure_future(clock.sleep_until(START + dt.timedelta(hours=5)))
     await asyncio.sleep(0)
     clock.wake()
-    await asyncio.wait_for(early, 2)
+    await asyncio.wait_for(early, TIMEOUT)
     assert clock.now() == START + dt.timedelta(hours=1)
 
 
@@ -81,11 +82,13 @@ async def test_call_at_works_with_any_clock() -> None:
     class Slow:
         def __init__(self) -> None:
             self.inner = ManualClock(START)
+            self.sleeps = 0
 
         def now(self) -> dt.datetime:
             return self.inner.now()
 
         async def sleep_until(self, when: dt.datetime) -> None:
+            self.sleeps += 1
             await self.inner.sleep_until(when)
 
         def wake(self) -> None:
@@ -94,9 +97,9 @@ async def test_call_at_works_with_any_clock() -> None:
     clock = Slow()
     fired = asyncio.Event()
     call_at(clock, START + dt.timedelta(seconds=3), fired.set)
-    await asyncio.sleep(0)
+    await eventually(lambda: clock.sleeps == 1, "call_at asleep on the clock")
     clock.wake()
-    await asyncio.sleep(0.01)
+    await eventually(lambda: clock.sleeps == 2, "call_at asleep again after an early wake-up")
     assert not fired.is_set()
     clock.inner.advance(3)
-    await asyncio.wait_for(fired.wait(), 1)
+    await asyncio.wait_for(fired.wait(), TIMEOUT)

@@ -13,6 +13,7 @@ import pytest
 from fastapi_gcp_tasks.emulator import AsyncASGIDeliverer, Emulator, HttpDeliverer, ManualClock
 from fastapi_gcp_tasks.emulator._delivery import RecordingDeliverer
 from fastapi_gcp_tasks.emulator._types import DeliveryRequest
+from tests._support import wait_for
 
 from ._tasks_support import QUEUE, ScriptedWorker, http_server, http_task
 
@@ -70,9 +71,7 @@ def test_tasks_reach_a_real_http_worker_over_kept_alive_connections(http_worker:
             client.create_task(parent=QUEUE, task=http_task(url=f"{http_worker}/ok", body=b"{}"))
         client.create_task(parent=QUEUE, task=http_task(url=f"{http_worker}/fail"))
         emu.wait_until_idle()
-        deadline = time.monotonic() + 5
-        while len(_Handler.seen) < 6 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for(lambda: len(_Handler.seen) >= 6, lambda: f"6 requests at the worker, saw {len(_Handler.seen)}")
     ok = [seen for seen in _Handler.seen if seen[1] == "/ok"]
     assert len(ok) == 5
     assert all(seen[2]["User-Agent"] == "Google-Cloud-Tasks" and seen[3] == b"{}" for seen in ok)

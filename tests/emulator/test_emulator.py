@@ -11,6 +11,7 @@ from google.api_core import exceptions
 from google.cloud import scheduler_v1, tasks_v2
 
 from fastapi_gcp_tasks.emulator import Emulator, ManualClock
+from tests._support import TIMEOUT
 
 from ._tasks_support import LOCATION, QUEUE, ScriptedWorker, http_task
 
@@ -35,7 +36,7 @@ def test_cloud_scheduler_is_served_on_the_same_port() -> None:
             client.create_job(parent=LOCATION, job=scheduler_v1.Job(name=f"{LOCATION}/jobs/bad", schedule="nope"))
         client.run_job(name=job.name)
         emu.tasks_client().create_task(parent=QUEUE, task=http_task())
-        emu.wait_until_idle()
+        emu.wait_until_idle(timeout=TIMEOUT)
         assert sorted(worker.paths()) == ["/cron", "/work"]
         sources = sorted(record.source for record in emu.deliveries)
         assert sources[0] == job.name
@@ -46,7 +47,7 @@ def test_cloud_scheduler_is_served_on_the_same_port() -> None:
 def test_reset_clears_deliveries_and_jobs() -> None:
     with Emulator(deliver_to=ScriptedWorker(), queues=[QUEUE]) as emu:
         emu.tasks_client().create_task(parent=QUEUE, task=http_task())
-        emu.wait_until_idle()
+        emu.wait_until_idle(timeout=TIMEOUT)
         assert len(emu.deliveries) == 1
         emu.reset()
         assert emu.deliveries == []
@@ -67,7 +68,7 @@ async def test_async_with_runs_on_the_current_loop() -> None:
         client = emu.async_tasks_client()
         await client.create_task(parent=QUEUE, task=http_task())
         with pytest.raises(RuntimeError, match="wait_until_idle_async"):
-            emu.wait_until_idle()
+            emu.wait_until_idle(timeout=TIMEOUT)
         await emu.wait_until_idle_async()
         assert [record.status for record in emu.deliveries] == [200]
         assert emu.is_idle()

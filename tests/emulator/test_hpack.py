@@ -37,10 +37,9 @@ def test_decodes_what_hpack_encodes_over_a_connection(
     for headers, huffman, table_size, sensitive in blocks:
         if table_size is not None:
             encoder.header_table_size = table_size
-        fields = [hpack.NeverIndexedHeaderTuple(name, value) if sensitive else (name, value) for name, value in headers]
-        block = encoder.encode(
-            [(name.encode("latin-1"), value.encode("latin-1")) for name, value in fields], huffman=huffman
-        )
+        encoded = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+        fields = [hpack.NeverIndexedHeaderTuple(*field) if sensitive else field for field in encoded]
+        block = encoder.encode(fields, huffman=huffman)
         assert ours.decode(block) == headers
 
 

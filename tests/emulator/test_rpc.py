@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from google.cloud import scheduler_v1, tasks_v2
 from google.rpc import code_pb2  # type: ignore[import-untyped, unused-ignore]
@@ -83,7 +85,10 @@ def test_one_http_target_check_for_tasks_and_jobs(change: dict[str, object], mes
     if oidc is not None:
         task_http.oidc_token.service_account_email = oidc
         job_target.oidc_token.service_account_email = oidc
-    checks = [lambda: check_http_request(task_http), lambda: _validate_http_target(job_target, None)]
+    checks: list[Callable[[], object]] = [
+        lambda: check_http_request(task_http),
+        lambda: _validate_http_target(job_target, None),
+    ]
     for check in checks:
         if message is None:
             check()

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import socket
 import threading
-import time
 from typing import Any
 
-import uvicorn
 from fastapi import Depends, FastAPI, Request
 from google.cloud import scheduler_v1
 
 from fastapi_gcp_tasks.dependencies import CloudSchedulerHeaders
 from fastapi_gcp_tasks.emulator import Emulator, ManualClock
 from fastapi_gcp_tasks.oidc import OIDCClaims, OIDCVerifier
+from tests._support import TIMEOUT, serve_asgi, wait_event, wait_for
 
 from ._scheduler_support import PARENT, job_name
 
@@ -68,9 +66,9 @@ def test_jobs_fire_into_the_app_with_a_token_the_worker_verifies() -> None:
             ),
         )
         client.run_job(name=job.name)
-        emu.wait_until_idle()
+        emu.wait_until_idle(timeout=TIMEOUT)
         clock.set(job.schedule_time)
-        emu.wait_until_idle()
+        emu.wait_until_idle(timeout=TIMEOUT)
 
         assert [call["scheduled"] for call in calls] == [clock.now() - dt.timedelta(minutes=1), job.schedule_time]
         assert {call["job"] for call in calls} == {"tick"}
@@ -87,39 +85,23 @@ def test_over_real_http_in_real_time() -> None:
     def cron(name: str, meta: CloudSchedulerHeaders = Depends()) -> None:
         calls.append({"name": name, "job": meta.job_name or ""})
 
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 10
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.01)
-        with Emulator() as emu:
-            client = emu.scheduler_client()
-            client.create_job(
-                parent=PARENT,
-                job=scheduler_v1.Job(
-                    name=job_name("real"),
-                    schedule="0 0 1 1 *",
-                    http_target={"uri": f"http://127.0.0.1:{port}/cron/x", "http_method": "PUT", "body": b"{}"},
-                ),
-            )
-            client.run_job(name=job_name("real"))
-            deadline = time.monotonic() + 10
-            while not emu.deliveries and time.monotonic() < deadline:
-                time.sleep(0.01)
-            emu.wait_until_idle()
-            assert calls == [{"name": "x", "job": "real"}]
-            (record,) = emu.deliveries
-            assert (record.method, record.status) == ("PUT", 200)
-            assert client.get_job(name=job_name("real")).status.code == 0
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        listener.close()
+    with serve_asgi(app) as url, Emulator() as emu:
+        client = emu.scheduler_client()
+        client.create_job(
+            parent=PARENT,
+            job=scheduler_v1.Job(
+                name=job_name("real"),
+                schedule="0 0 1 1 *",
+                http_target={"uri": f"{url}/cron/x", "http_method": "PUT", "body": b"{}"},
+            ),
+        )
+        client.run_job(name=job_name("real"))
+        wait_for(lambda: emu.deliveries, "the job's delivery")
+        emu.wait_until_idle(timeout=TIMEOUT)
+        assert calls == [{"name": "x", "job": "real"}]
+        (record,) = emu.deliveries
+        assert (record.method, record.status) == ("PUT", 200)
+        assert client.get_job(name=job_name("real")).status.code == 0
 
 
 def test_records_number_retries_and_a_deadline_on_the_manual_clock_is_deadline_exceeded() -> None:
@@ -132,9 +114,11 @@ def test_records_number_retries_and_a_deadline_on_the_manual_clock_is_deadline_e
         return None
 
     cancelled: list[bool] = []
+    hanging_started = threading.Event()
 
     @app.post("/hang")
     async def hang_forever() -> None:
+        hanging_started.set()
         try:
             await asyncio.sleep(3600)  # cancelled when the attempt's deadline passes on the manual clock
         except asyncio.CancelledError:
@@ -155,9 +139,9 @@ def test_records_number_retries_and_a_deadline_on_the_manual_clock_is_deadline_e
         )
         client.run_job(name=failing.name)
         for _ in range(3):
-            emu.wait_until_idle()
+            emu.wait_until_idle(timeout=TIMEOUT)
             clock.advance(30)
-        emu.wait_until_idle()
+        emu.wait_until_idle(timeout=TIMEOUT)
         assert [(record.attempt, record.status) for record in emu.deliveries] == [(1, 500), (2, 500), (3, 500)]
 
         hanging = client.create_job(
@@ -170,9 +154,9 @@ def test_records_number_retries_and_a_deadline_on_the_manual_clock_is_deadline_e
             ),
         )
         client.run_job(name=hanging.name)
-        time.sleep(0.05)
+        wait_event(hanging_started, "the hanging attempt to reach the worker")
         clock.advance(16)
-        emu.wait_until_idle()
+        emu.wait_until_idle(timeout=TIMEOUT)
         status = client.get_job(name=hanging.name).status
         assert status.code == 4, status  # DEADLINE_EXCEEDED
         assert emu.deliveries[-1].status is None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
-import time
 
 import pytest
 from google.api_core import exceptions
@@ -14,6 +13,7 @@ from google.protobuf import duration_pb2, field_mask_pb2
 from fastapi_gcp_tasks.emulator import Emulator
 from fastapi_gcp_tasks.emulator._tasks_dispatch import retry_after_seconds
 from fastapi_gcp_tasks.emulator._types import DeliveryResult
+from tests._support import TIMEOUT, wait_for
 
 from ._tasks_support import QUEUE, URL, ScriptedWorker, http_task, task_name
 from .conftest import Env
@@ -188,10 +188,7 @@ def test_concurrency_limit_and_a_hanging_worker_holds_only_its_own_slot() -> Non
         client.create_task(parent=QUEUE, task=http_task(url="http://worker.test/hang", name=task_name("hang")))
         for _ in range(6):
             client.create_task(parent=QUEUE, task=http_task())
-        for _ in range(500):
-            if len(worker.received) == 7:
-                break
-            time.sleep(0.01)
+        wait_for(lambda: len(worker.received) >= 7, lambda: f"7 requests; got {worker.paths()}")
         assert sorted(worker.paths()) == ["/hang"] + ["/work"] * 6
         assert worker.max_in_flight == 2
         task = client.get_task(name=task_name("hang"))
@@ -256,17 +253,20 @@ def test_oauth_token_becomes_an_opaque_bearer_token(env: Env) -> None:
 def test_a_hanging_worker_times_out_when_the_manual_clock_passes_the_deadline(env: Env) -> None:
     name = task_name("hangs")
     env.client.create_task(parent=QUEUE, task=http_task(url="http://worker.test/hang", name=name, deadline=20))
-    for _ in range(500):
-        if env.worker.received:
-            break
-        time.sleep(0.01)
+    wait_for(lambda: env.worker.received, "the hanging attempt to reach the worker")
     assert env.worker.paths() == ["/hang"]
+    # A sentinel due at the same instant: once it is delivered, the emulator has seen the clock at 19 s.
+    sentinel = task_name("sentinel")
+    env.client.create_task(
+        parent=QUEUE, task=http_task(name=sentinel, schedule_time=env.clock.now() + dt.timedelta(seconds=19))
+    )
     env.clock.advance(19)
-    time.sleep(0.05)
+    wait_for(lambda: env.emu.deliveries, "the sentinel delivered at 19 s")
+    assert [record.source for record in env.emu.deliveries] == [sentinel]
     assert not env.emu.is_idle()
     env.clock.advance(1)
-    env.emu.wait_until_idle()
-    [record] = env.emu.deliveries
+    env.emu.wait_until_idle(timeout=TIMEOUT)
+    [record] = [record for record in env.emu.deliveries if record.source == name]
     assert record.status is None
     assert record.error is not None
     assert "20 s deadline" in record.error

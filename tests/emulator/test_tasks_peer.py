@@ -2,42 +2,25 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler
 
 import pytest
 from google.cloud import tasks_v2
 
 from fastapi_gcp_tasks.emulator import Emulator
 from fastapi_gcp_tasks.utils import emulator_client
+from tests._support import RecordingWorker, wait_for
 
 from ._peer import run_peer
-from ._tasks_support import LOCATION, QUEUE, http_server, http_task
+from ._tasks_support import LOCATION, QUEUE, http_task
 
 pytestmark = pytest.mark.peer
 
 
-class _Recorder(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    seen: list[tuple[str, str, dict[str, str], bytes]] = []
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        self.seen.append((self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body))
-        self.send_response(200)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
-def worker_url() -> Iterator[str]:
-    _Recorder.seen = []
-    with http_server(_Recorder) as url:
-        yield url
+def worker() -> Iterator[RecordingWorker]:
+    with RecordingWorker() as recording:
+        yield recording
 
 
 @pytest.fixture(params=["ours", "peer"])
@@ -64,25 +47,23 @@ def test_queue_lifecycle_agrees(client: tasks_v2.CloudTasksClient) -> None:
     assert [queue.name for queue in client.list_queues(parent=LOCATION)] == [QUEUE]
 
 
-def test_a_task_is_delivered_with_the_same_essentials(client: tasks_v2.CloudTasksClient, worker_url: str) -> None:
+def test_a_task_is_delivered_with_the_same_essentials(
+    client: tasks_v2.CloudTasksClient, worker: RecordingWorker
+) -> None:
     created = client.create_task(
         parent=QUEUE,
-        task=http_task(url=f"{worker_url}/hello", name=f"{QUEUE}/tasks/peer-1", body=b'{"n": 1}'),
+        task=http_task(url=f"{worker.url}/hello", name=f"{QUEUE}/tasks/peer-1", body=b'{"n": 1}'),
     )
     assert created.name == f"{QUEUE}/tasks/peer-1"
-    deadline = time.monotonic() + 10
-    while not _Recorder.seen and time.monotonic() < deadline:
-        time.sleep(0.01)
-    [(method, path, headers, body)] = _Recorder.seen
+    worker.wait_for_requests(1)
+    # the acknowledged task leaves the queue: after that, a second delivery could not come
+    wait_for(lambda: not list(client.list_tasks(parent=QUEUE)), "the delivered task gone from the queue")
+    [(method, path, headers, body)] = [(r.method, r.path, r.headers, r.body) for r in worker.requests()]
     assert (method, path, body) == ("POST", "/hello", b'{"n": 1}')
     # the peer sends the full queue path; Cloud Tasks (and ours, see test_tasks_dispatch) the short id
     assert headers["x-cloudtasks-queuename"].rpartition("/")[2] == "default"
     assert headers["x-cloudtasks-taskname"] == "peer-1"
     assert headers["x-cloudtasks-taskretrycount"] == "0"
-    deadline = time.monotonic() + 10
-    while list(client.list_tasks(parent=QUEUE)) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert list(client.list_tasks(parent=QUEUE)) == []
 
 
 def test_purge_empties_a_paused_queue(client: tasks_v2.CloudTasksClient) -> None:

@@ -11,6 +11,7 @@ from fastapi_gcp_tasks.emulator import ManualClock
 from fastapi_gcp_tasks.emulator._tasks_dispatch import backoff_seconds
 from fastapi_gcp_tasks.emulator._tasks_service import TasksService
 from fastapi_gcp_tasks.emulator._types import DeliveryRequest, DeliveryResult
+from tests._support import eventually
 
 from ._tasks_support import QUEUE, http_task
 
@@ -33,10 +34,7 @@ async def test_each_attempt_carries_the_task_deadline_method_and_source() -> Non
     await service.start()
     request = tasks_v2.CreateTaskRequest(parent=QUEUE, task=http_task(deadline=20, method=tasks_v2.HttpMethod.PUT))
     created = service.create_task(tasks_v2.CreateTaskRequest.pb(request))
-    for _ in range(20):
-        await asyncio.sleep(0)
-        if service.is_idle() and deliverer.requests:
-            break
+    await eventually(lambda: service.is_idle() and deliverer.requests, "the attempt made and finished")
     [attempt] = deliverer.requests
     assert attempt.deadline == 20
     assert attempt.method == "PUT"
@@ -77,18 +75,15 @@ async def test_a_raising_deliverer_is_retried_and_the_deadline_runs_on_the_clock
     await service.start()
     request = tasks_v2.CreateTaskRequest(parent=QUEUE, task=http_task(deadline=20))
     created = service.create_task(tasks_v2.CreateTaskRequest.pb(request))
-    for _ in range(20):
-        await asyncio.sleep(0)
+    await eventually(lambda: service.is_idle() and deliverer.requests, "the first attempt made and finished")
     assert len(deliverer.requests) == 1
     task = service.get_task(tasks_v2.GetTaskRequest.pb(tasks_v2.GetTaskRequest(name=created.name)))
     assert task.last_attempt.response_status.code == 14  # UNAVAILABLE: kept and retried, not lost
     clock.advance(1)  # past the first backoff (0.1 s): the second attempt hangs
-    for _ in range(20):
-        await asyncio.sleep(0)
+    await eventually(lambda: len(deliverer.requests) >= 2, "the second attempt")
     assert len(deliverer.requests) == 2
     clock.advance(20)  # the dispatch deadline, on the service's own clock
-    for _ in range(20):
-        await asyncio.sleep(0)
+    await eventually(service.is_idle, "the hanging attempt ended by its deadline")
     task = service.get_task(tasks_v2.GetTaskRequest.pb(tasks_v2.GetTaskRequest(name=created.name)))
     assert task.last_attempt.response_status.code == 4  # DEADLINE_EXCEEDED
     await service.stop()

@@ -1,8 +1,11 @@
 """Real databases and a real emulator for the outbox tests: one fresh database per test module and backend.
 
-DSNs default to the local servers and can be overridden with FASTAPI_GCP_TASKS_TEST_POSTGRES_URL and
-FASTAPI_GCP_TASKS_TEST_MYSQL_URL. A server that does not answer skips its tests locally and fails them in CI.
-A module may set `OUTBOX_BACKENDS` to a subset of ("postgres", "mariadb", "sqlite").
+The servers are chosen in tests/_databases.py (FASTAPI_GCP_TASKS_TEST_POSTGRES_URL / _MYSQL_URL, else the local
+servers, else containers when Docker answers). A server that does not answer skips its tests locally and fails them
+in CI.
+A module may set `OUTBOX_BACKENDS` to a subset of ("postgres", "mariadb", "sqlite"), and a test that
+applies to some backends only says which with `@pytest.mark.backends("postgres")`, so that it is not run,
+and passed, on the others.
 """
 
 from __future__ import annotations
@@ -22,19 +25,22 @@ from fastapi_gcp_tasks import AsyncDelayedRouteBuilder, DelayedRouteBuilder, asy
 from fastapi_gcp_tasks.emulator import Emulator
 from fastapi_gcp_tasks.outbox import OutboxStore, migrate, outbox_sink
 from fastapi_gcp_tasks.outbox._engine import relay_engine
+from tests._databases import server_url
 from tests.outbox.support import QUEUE, OutboxDb, World
 
-POSTGRES_URL = os.environ.get(
-    "FASTAPI_GCP_TASKS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
-MYSQL_URL = os.environ.get("FASTAPI_GCP_TASKS_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
 ALL_BACKENDS = ("postgres", "mariadb", "sqlite")
 _MARKS = {"postgres": [pytest.mark.postgres], "mariadb": [pytest.mark.mariadb], "sqlite": []}
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "backends(*names): run this outbox test only on these database backends")
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "backend" in metafunc.fixturenames:
-        backends = getattr(metafunc.module, "OUTBOX_BACKENDS", ALL_BACKENDS)
+        only = metafunc.definition.get_closest_marker("backends")
+        backends = only.args if only is not None else getattr(metafunc.module, "OUTBOX_BACKENDS", ALL_BACKENDS)
+        assert set(backends) <= set(ALL_BACKENDS), f"unknown backends {backends}"
         metafunc.parametrize("backend", [pytest.param(b, marks=_MARKS[b], id=b) for b in backends], scope="module")
 
 
@@ -81,7 +87,10 @@ def outbox_db(
     if backend == "sqlite":
         url: URL | str = f"sqlite:///{Path(tmp_path_factory.mktemp(name)) / 'outbox.db'}"
     else:
-        url, admin = _server_database(POSTGRES_URL if backend == "postgres" else MYSQL_URL, name)
+        server = server_url(backend)  # the environment's URL, the local server or a container: tests/_databases.py
+        if server.url is None:
+            unavailable(server.message)
+        url, admin = _server_database(str(server.url), name)
     url_text = url if isinstance(url, str) else url.render_as_string(hide_password=False)
     migrate(url_text)
     engine = relay_engine(url_text)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -26,6 +25,8 @@ from fastapi_gcp_tasks.outbox import (
     dead_letter_table,
     outbox_table,
 )
+from tests._support import TIMEOUT
+from tests._support import eventually as _eventually
 
 
 @dataclass
@@ -124,13 +125,49 @@ def insert_tasks(engine: Engine, count: int, *, queue: str = QUEUE) -> list[Prep
     return tasks
 
 
-async def eventually(condition: Callable[[], bool], *, timeout: float = 10.0, message: str = "") -> None:
-    """Wait until `condition()` holds, failing after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not reached within {timeout}s: {message}")
-        await asyncio.sleep(0.02)
+async def eventually(condition: Callable[[], bool], *, timeout: float = TIMEOUT, message: str = "") -> None:
+    """Wait until `condition()` holds, failing after `timeout` seconds (the suite's `eventually`, keyword style)."""
+    await _eventually(condition, message or "the condition to hold", timeout=timeout)
+
+
+def awaiting(task: asyncio.Task[Any], function: str) -> bool:
+    """Whether `task` is suspended inside a coroutine function named `function`: where a relay is waiting."""
+    coroutine: Any = task.get_coro()
+    while coroutine is not None:
+        code = getattr(coroutine, "cr_code", None)
+        if code is not None and code.co_name == function:
+            return True
+        coroutine = getattr(coroutine, "cr_await", None)
+    return False
+
+
+@dataclass
+class ClaimCounter:
+    """Counts the claims a relay has finished, empty ones included: a positive signal that it looked.
+
+    Waiting for two more claims than seen now proves that one whole claim started after now.
+    """
+
+    finished: int = 0
+
+    @classmethod
+    def attach(cls, relay: Relay) -> ClaimCounter:
+        counter = cls()
+        claim = relay.store.claim
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return claim(*args, **kwargs)
+            finally:
+                counter.finished += 1
+
+        relay.store.claim = counted  # type: ignore[method-assign]
+        return counter
+
+    async def another(self, count: int = 1) -> None:
+        """Wait until `count` claims have run that started after this call."""
+        target = self.finished + count + 1
+        await _eventually(lambda: self.finished >= target, f"{count} more claims by the relay")
 
 
 async def drain(db: OutboxDb, relay: Relay, *, timeout: float = 30.0) -> RelayStats:

@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 
 import httpx
@@ -19,6 +18,7 @@ from sqlalchemy import select
 from fastapi_gcp_tasks.cli import build_parser
 from fastapi_gcp_tasks.outbox import NullRelayClient, Relay, outbox_table
 from fastapi_gcp_tasks.outbox._metrics import serve_metrics
+from tests._support import free_port, wait_for
 from tests.outbox.support import OutboxDb, World, fast_settings, insert_tasks
 
 OUTBOX_BACKENDS = ("postgres", "mariadb")
@@ -64,10 +64,7 @@ def _stop(process: subprocess.Popen[str]) -> list[dict[str, object]]:
 def test_sigterm_gives_the_leases_of_stuck_sends_back(db: OutboxDb, black_hole: str) -> None:
     insert_tasks(db.engine, 5)
     process = _relay(db, black_hole, "--send-timeout", "20", "--lease-seconds", "60", "--shutdown-timeout", "0.5")
-    deadline = time.monotonic() + 30
-    while not all(_leases(db)) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert all(_leases(db)), "the relay claimed the rows"
+    wait_for(lambda: all(_leases(db)), "the relay to claim every row")
     logs = _stop(process)
     assert process.returncode == 0
     assert _leases(db) == [None] * 5, "released at once, not after 60 s"
@@ -79,9 +76,7 @@ def test_sigterm_finishes_work_and_exits_cleanly(db: OutboxDb, world: World) -> 
     process = _relay(db, world.emulator.address, "--stats-interval", "0.2")
     try:
         insert_tasks(db.engine, 20)
-        deadline = time.monotonic() + 30
-        while db.count() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(lambda: db.count() == 0, lambda: f"the outbox emptied; {db.count()} rows left")
     finally:
         logs = _stop(process)
     assert process.returncode == 0
@@ -95,9 +90,7 @@ def test_sigterm_finishes_work_and_exits_cleanly(db: OutboxDb, world: World) -> 
 async def test_prometheus_metrics(db: OutboxDb) -> None:
     insert_tasks(db.engine, 3)
     relay = Relay(db.engine, NullRelayClient(), fast_settings(stats_interval=0.01))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     serve_metrics(relay, port, addr="127.0.0.1")
     await relay.run(until_idle=True)
     await relay.run(until_idle=True)  # a fresh snapshot, taken after the first run delivered

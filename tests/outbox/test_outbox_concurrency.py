@@ -5,14 +5,24 @@ from __future__ import annotations
 import asyncio
 import threading
 
+import pytest
 from sqlalchemy import make_url, text
 from sqlalchemy.orm import Session
 
 from fastapi_gcp_tasks.dispatch._sink import PreparedTask
 from fastapi_gcp_tasks.outbox import NOTIFY_CHANNEL, OutboxSink, Relay
 from fastapi_gcp_tasks.outbox._engine import relay_engine
+from tests._support import TIMEOUT
 from tests.outbox.proxy import OutageProxy
-from tests.outbox.support import OutboxDb, RecordingCloudTasks, eventually, fast_settings, insert_tasks, prepared
+from tests.outbox.support import (
+    ClaimCounter,
+    OutboxDb,
+    RecordingCloudTasks,
+    eventually,
+    fast_settings,
+    insert_tasks,
+    prepared,
+)
 
 OUTBOX_BACKENDS = ("postgres", "mariadb")
 
@@ -20,6 +30,7 @@ OUTBOX_BACKENDS = ("postgres", "mariadb")
 async def test_reverse_commit_order_with_one_rollback_delivers_each_committed_row_once(db: OutboxDb) -> None:
     cloud = RecordingCloudTasks()
     relay = Relay(db.url, cloud, fast_settings(poll_interval=0.02))
+    claims = ClaimCounter.attach(relay)
     sessions = [Session(db.engine) for _ in range(4)]
     tasks = [prepared() for _ in range(4)]
     try:
@@ -28,7 +39,7 @@ async def test_reverse_commit_order_with_one_rollback_delivers_each_committed_ro
                 session.begin()
                 OutboxSink(session).submit(task)
                 session.flush()  # ids 1..4 are taken in this order; commits come in reverse
-            await asyncio.sleep(0.2)
+            await claims.another()
             assert cloud.created == []  # nothing committed yet
             sessions[3].commit()
             await eventually(lambda: cloud.created == [tasks[3].name])
@@ -37,7 +48,7 @@ async def test_reverse_commit_order_with_one_rollback_delivers_each_committed_ro
             sessions[1].rollback()
             sessions[0].commit()
             await eventually(lambda: len(cloud.created) == 3)
-            await asyncio.sleep(0.3)
+            await claims.another()  # the relay looked again after the last commit: a duplicate would show now
     finally:
         for session in sessions:
             session.close()
@@ -134,22 +145,29 @@ async def test_relay_recovers_when_its_connections_are_cut(db: OutboxDb) -> None
     assert db.count() == 0
 
 
+@pytest.mark.backends("postgres")
 async def test_notify_wakes_an_idle_relay(db: OutboxDb) -> None:
-    if db.backend != "postgres":
-        return
-    for listen in (True, False):
-        cloud = RecordingCloudTasks()
-        relay = Relay(db.url, cloud, fast_settings(poll_interval=30, listen=listen))
-        try:
-            async with relay.running():
-                await asyncio.sleep(0.3)  # first, empty claim done; now waiting for a wake-up
-                insert_tasks(db.engine, 1)
-                await asyncio.sleep(1.0)
-                assert len(cloud.created) == (1 if listen else 0)
-                relay.stop()
-        finally:
+    """A listening relay is woken by the commit; beside it, one that does not listen sleeps on (the control).
+
+    Both poll every 30 s, so only a notification can make either claim again before the test ends.
+    """
+    listening, deaf = RecordingCloudTasks(), RecordingCloudTasks()
+    relays = [
+        Relay(db.url, listening, fast_settings(poll_interval=30, listen=True)),
+        Relay(db.url, deaf, fast_settings(poll_interval=30, listen=False)),
+    ]
+    counters = [ClaimCounter.attach(relay) for relay in relays]
+    try:
+        async with relays[0].running(), relays[1].running():
+            await eventually(lambda: all(c.finished >= 1 for c in counters), message="first, empty claims")
+            deaf_claims = counters[1].finished
+            insert_tasks(db.engine, 1)
+            await eventually(lambda: len(listening.created) == 1, message="the listening relay woken")
+            assert counters[1].finished == deaf_claims
+            assert deaf.created == []
+    finally:
+        for relay in relays:
             relay.engine.dispose()
-        db.clean()
 
 
 async def test_relay_recovers_when_the_database_is_unreachable_for_a_while(db: OutboxDb) -> None:
@@ -175,9 +193,8 @@ async def test_relay_recovers_when_the_database_is_unreachable_for_a_while(db: O
     assert db.count() == 0
 
 
+@pytest.mark.backends("postgres")
 def test_one_notification_per_transaction(db: OutboxDb) -> None:
-    if db.backend != "postgres":
-        return
     import psycopg
 
     conninfo = make_url(db.url).set(drivername="postgresql").render_as_string(hide_password=False)
@@ -185,5 +202,18 @@ def test_one_notification_per_transaction(db: OutboxDb) -> None:
         listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
         insert_tasks(db.engine, 50)  # 50 INSERT statements, one transaction
         insert_tasks(db.engine, 1)
-        received = list(listener.notifies(timeout=1.0))
+        # Notifications arrive in commit order: once this sentinel is in, every earlier one is too.
+        with db.engine.begin() as conn:
+            conn.execute(text("SELECT pg_notify(:channel, 'sentinel')"), {"channel": NOTIFY_CHANNEL})
+        received = []
+        notifies = listener.notifies(timeout=TIMEOUT)
+        try:
+            for notify in notifies:
+                if notify.payload == "sentinel":
+                    break
+                received.append(notify)
+            else:
+                pytest.fail(f"the sentinel notification did not arrive within {TIMEOUT:g}s")
+        finally:
+            notifies.close()
     assert len(received) == 2

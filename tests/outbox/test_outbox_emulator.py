@@ -115,13 +115,11 @@ async def _outage(db: OutboxDb, world: World, seconds: float) -> None:
                 delay(5)
                 await eventually(lambda: len(world.received) == 5)
                 proxy.cut()
-                started = asyncio.get_running_loop().time()
-                while asyncio.get_running_loop().time() - started < seconds:
+                for _ in range(6):  # the app keeps committing through the outage, paced over `seconds`
                     await asyncio.to_thread(delay, 5)
                     await asyncio.sleep(seconds / 6)
-                backlog = db.store.stats().pending
-                assert backlog >= 25, "the backlog grows while Cloud Tasks is unreachable"
-                assert relay.stats.retried > 0
+                await eventually(lambda: relay.stats.retried > 0, message="the relay retrying through the outage")
+                assert db.store.stats().pending >= 25, "the backlog grows while Cloud Tasks is unreachable"
                 proxy.restore()
                 await eventually(lambda: db.store.stats().pending == 0, timeout=30)
                 await world.emulator.wait_until_idle_async(timeout=10)
@@ -133,6 +131,7 @@ async def _outage(db: OutboxDb, world: World, seconds: float) -> None:
     assert relay.stats.retried / len(names) / seconds < 2
 
 
+@pytest.mark.slow
 async def test_emulator_outage_backlog_grows_relay_backs_off_and_recovers(db: OutboxDb, world: World) -> None:
     await _outage(db, world, OUTAGE_SECONDS)
 

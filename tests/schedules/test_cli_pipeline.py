@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from fastapi_gcp_tasks.schedules._flows import plan_flow
 from fastapi_gcp_tasks.transport._clients import ASYNC_SCHEDULER, SCHEDULER
 from fastapi_gcp_tasks.transport._flows import CreateJob, Flow, ListJobs
 from fastapi_gcp_tasks.transport._scheduler import deadline, run_flow, run_flow_async
+from tests._support import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCATION = "projects/demo-project/locations/europe-west1"
@@ -45,12 +45,6 @@ def cli(*args: str, app_dir: Path | None = None, **env: str) -> subprocess.Compl
         env=environment,
         check=False,
     )
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def one_error_line(result: subprocess.CompletedProcess[str], *, status: int = 2) -> str:
@@ -117,6 +111,7 @@ def test_debug_adds_the_traceback(broken_apps: Path) -> None:
         )
 
 
+@pytest.mark.slow
 def test_an_import_that_hangs_is_stopped_after_the_timeout(broken_apps: Path) -> None:
     started = time.monotonic()
     line = one_error_line(cli("plan", "hangs:app", "--timeout", "1", app_dir=broken_apps), status=1)
@@ -141,8 +136,9 @@ def test_a_bad_timeout_or_format_is_a_usage_error() -> None:
 # reaching Cloud Scheduler --------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_an_unreachable_emulator_is_reported_within_the_timeout_naming_the_address() -> None:
-    port = closed_port()
+    port = free_port()
     started = time.monotonic()
     flagged = cli("plan", "examples.schedules.app:app", "--emulator-host", f"127.0.0.1:{port}", "--timeout", "5")
     elapsed = time.monotonic() - started
@@ -163,7 +159,7 @@ def test_an_unreachable_emulator_is_reported_within_the_timeout_naming_the_addre
 
 
 def test_missing_google_credentials_name_the_fix(tmp_path: Path) -> None:
-    nowhere = f"127.0.0.1:{closed_port()}"
+    nowhere = f"127.0.0.1:{free_port()}"
     environment = {k: v for k, v in os.environ.items() if k != "GOOGLE_APPLICATION_CREDENTIALS"}
     result = subprocess.run(
         [sys.executable, "-m", "fastapi_gcp_tasks", "schedules", "plan", "examples.schedules.app:app"],
@@ -189,7 +185,7 @@ def test_missing_google_credentials_name_the_fix(tmp_path: Path) -> None:
 
 
 def test_the_runners_bound_each_call_retries_included() -> None:
-    port = closed_port()
+    port = free_port()
     flow = plan_flow(location_path=LOCATION, prefix=PREFIX, desired={})
     started = time.monotonic()
     with pytest.raises(SendError, match="UNAVAILABLE") as raised:
@@ -227,7 +223,7 @@ class Flaky:
 
 
 def test_reads_are_retried_until_the_timeout_writes_are_not() -> None:
-    reads = Flaky(core.ServiceUnavailable("down"))
+    reads = Flaky(core.ServiceUnavailable("down"))  # type: ignore[no-untyped-call]
     with pytest.raises(SendError, match=r"listing jobs in .* failed: UNAVAILABLE: down"):
         run_flow(plan_flow(location_path=LOCATION, prefix=PREFIX, desired={}), reads, timeout=0.5)  # type: ignore[arg-type]
     assert len(reads.calls) > 1
@@ -238,12 +234,12 @@ def test_reads_are_retried_until_the_timeout_writes_are_not() -> None:
     def create() -> Flow[Any]:
         return (yield CreateJob(parent=LOCATION, job=scheduler_v1.Job(), what="creating"))
 
-    writes = Flaky(core.ServiceUnavailable("down"))
+    writes = Flaky(core.ServiceUnavailable("down"))  # type: ignore[no-untyped-call]
     with pytest.raises(SendError, match="creating failed: UNAVAILABLE"):
         run_flow(create(), writes, timeout=5)  # type: ignore[arg-type]
     assert len(writes.calls) == 1  # not idempotent: not retried
 
-    final = Flaky(core.PermissionDenied("no"))
+    final = Flaky(core.PermissionDenied("no"))  # type: ignore[no-untyped-call]
     with pytest.raises(SendError, match="PERMISSION_DENIED"):
         run_flow(plan_flow(location_path=LOCATION, prefix=PREFIX, desired={}), final, timeout=5)  # type: ignore[arg-type]
     assert len(final.calls) == 1
@@ -253,7 +249,7 @@ def test_a_deadline_bounds_every_call_inside_it() -> None:
     def page() -> Flow[Any]:
         return (yield ListJobs(parent=LOCATION, page_size=1, what="listing"))
 
-    reads = Flaky(core.ServiceUnavailable("down"))
+    reads = Flaky(core.ServiceUnavailable("down"))  # type: ignore[no-untyped-call]
     with deadline(0.0), pytest.raises(SendError, match="listing failed: DEADLINE_EXCEEDED"):
         run_flow(page(), reads, timeout=30)  # type: ignore[arg-type]
     assert reads.calls == []

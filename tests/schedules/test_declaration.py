@@ -87,7 +87,7 @@ def endpoints() -> Endpoints:
 def emulator_refuses(client: scheduler_v1.CloudSchedulerClient, job: scheduler_v1.Job) -> str:
     with pytest.raises(core.InvalidArgument) as info:
         client.create_job(parent=LOCATION, job=job)
-    assert info.value.grpc_status_code == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+    assert info.value.grpc_status_code == grpc.StatusCode.INVALID_ARGUMENT
     return str(info.value.message)
 
 
@@ -227,8 +227,8 @@ def test_a_limit_is_refused_at_declaration_exactly_where_the_emulator_refuses_it
     boundary: Any,
     param: str,
 ) -> None:
-    schedule = {"schedule": refused if option == "schedule" else "0 7 * * *"}
-    options = {} if option == "schedule" else {option: refused}
+    schedule: dict[str, Any] = {"schedule": refused if option == "schedule" else "0 7 * * *"}
+    options: dict[str, Any] = {} if option == "schedule" else {option: refused}
     registry = Schedules(prefix=fresh(), location_path=LOCATION)
 
     with pytest.raises(TaskLimitError) as by_registry:
@@ -483,7 +483,7 @@ def test_a_job_declared_inside_a_span_carries_no_trace_context(endpoints: Endpoi
 def test_two_endpoints_cannot_declare_one_job_id_in_one_location(endpoints: Endpoints) -> None:
     name = f"shared-{next(_ids)}"
     endpoints.tick.scheduler(name=name, schedule="0 7 * * *")  # type: ignore[attr-defined]
-    endpoints.tick.scheduler(name=name, schedule="0 8 * * *")  # the same endpoint may re-declare its job
+    endpoints.tick.scheduler(name=name, schedule="0 8 * * *")  # type: ignore[attr-defined]  # may re-declare
     with pytest.raises(TaskArgumentError) as info:
         endpoints.query.scheduler(name=name, schedule="0 7 * * *")  # type: ignore[attr-defined]
     assert info.value.param == "name"

@@ -55,7 +55,7 @@ def drive(flow: Flow[Any], answers: list[Any]) -> tuple[list[SchedulerCall], Any
 
 def test_a_missing_job_is_created() -> None:
     desired = job()
-    calls, result = drive(schedule_flow(CONFIG, desired), [core.NotFound("no"), desired])
+    calls, result = drive(schedule_flow(CONFIG, desired), [core.NotFound("no"), desired])  # type: ignore[no-untyped-call]
     assert [type(call) for call in calls] == [GetJob, CreateJob]
     assert calls[1] == CreateJob(parent=LOCATION, job=desired, what=f"scheduling job {NAME}")
     assert result is desired
@@ -77,17 +77,17 @@ def test_a_changed_job_is_updated_in_place_with_a_mask() -> None:
 
 def test_losing_a_creation_race_compares_with_the_winner() -> None:
     desired = job()
-    calls, result = drive(schedule_flow(CONFIG, desired), [core.NotFound("no"), core.AlreadyExists("x"), job()])
+    calls, result = drive(schedule_flow(CONFIG, desired), [core.NotFound("no"), core.AlreadyExists("x"), job()])  # type: ignore[no-untyped-call]
     assert [type(call) for call in calls] == [GetJob, CreateJob, GetJob]
     assert result == job()
 
 
 def test_other_errors_go_through_the_flow() -> None:
     with pytest.raises(core.PermissionDenied):
-        drive(schedule_flow(CONFIG, job()), [core.PermissionDenied("no")])
+        drive(schedule_flow(CONFIG, job()), [core.PermissionDenied("no")])  # type: ignore[no-untyped-call]
 
 
-@pytest.mark.parametrize(("answer", "deleted"), [(None, True), (core.NotFound("gone"), False)])
+@pytest.mark.parametrize(("answer", "deleted"), [(None, True), (core.NotFound("gone"), False)])  # type: ignore[no-untyped-call]
 def test_delete(answer: Any, deleted: bool) -> None:
     calls, result = drive(delete_flow(NAME), [answer])
     assert calls == [DeleteJob(name=NAME, what=f"deleting job {NAME}")]
@@ -121,7 +121,7 @@ def test_apply_writes_creates_and_updates_before_deletes_and_a_deleted_job_count
         JobChange(Action.UNCHANGED, "app-d", desired=job(f"{LOCATION}/jobs/app-d")),
     )
     plan = Plan(location_path=LOCATION, prefix="app-", changes=changes)
-    calls, result = drive(apply_flow(plan), [None, None, core.NotFound("gone")])
+    calls, result = drive(apply_flow(plan), [None, None, core.NotFound("gone")])  # type: ignore[no-untyped-call]
     assert [type(call) for call in calls] == [CreateJob, UpdateJob, DeleteJob]
     assert calls[2] == DeleteJob(name=f"{LOCATION}/jobs/app-a", what=f"delete of job {LOCATION}/jobs/app-a")
     assert result is plan
@@ -134,7 +134,7 @@ def test_apply_stops_at_the_first_failure() -> None:
     )
     flow = apply_flow(Plan(location_path=LOCATION, prefix="app-", changes=changes))
     with pytest.raises(core.NotFound):
-        drive(flow, [core.NotFound("no parent")])
+        drive(flow, [core.NotFound("no parent")])  # type: ignore[no-untyped-call]
 
 
 def test_a_dry_run_sync_only_lists() -> None:
@@ -148,7 +148,7 @@ def test_a_dry_run_sync_only_lists() -> None:
     ("state", "outcome"), [(scheduler_v1.Job.State.PAUSED, "job"), (scheduler_v1.Job.State.ENABLED, "raised")]
 )
 def test_pausing_a_paused_job_is_already_done(state: Any, outcome: str) -> None:
-    refused = core.FailedPrecondition("not enabled")
+    refused = core.FailedPrecondition("not enabled")  # type: ignore[no-untyped-call]
     answers = [refused, stored := job(state=state)]
     if outcome == "job":
         calls, result = drive(set_state_flow(NAME, pause=True), answers)
@@ -202,7 +202,7 @@ def run_both(make_flow: Any, answers: list[Any]) -> list[tuple[Any, list[tuple[s
 
 def test_both_runners_make_the_same_calls_with_flattened_fields_and_the_timeout() -> None:
     desired = job(schedule="0 4 * * *")
-    sync, async_ = run_both(lambda: schedule_flow(CONFIG, desired), [core.NotFound("no"), desired])
+    sync, async_ = run_both(lambda: schedule_flow(CONFIG, desired), [core.NotFound("no"), desired])  # type: ignore[no-untyped-call]
     assert sync == async_
     result, calls = sync
     assert result == desired
@@ -223,7 +223,7 @@ def test_both_runners_page_with_a_request() -> None:
 
 
 def test_both_runners_translate_what_the_flow_lets_through_naming_the_step() -> None:
-    sync, async_ = run_both(lambda: delete_flow(NAME), [core.PermissionDenied("denied")])
+    sync, async_ = run_both(lambda: delete_flow(NAME), [core.PermissionDenied("denied")])  # type: ignore[no-untyped-call]
     assert sync == async_
     kind, message, cause = sync[0]
     assert kind is SendError

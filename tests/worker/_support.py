@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -14,11 +13,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
-import uvicorn
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from fastapi import FastAPI
 from starlette.types import ASGIApp
+
+from tests._support import TIMEOUT, serve_asgi
 
 ISSUER = "https://accounts.google.com"
 AUDIENCE = "https://worker.example.com"
@@ -72,11 +72,16 @@ class Signer:
 
 @dataclass
 class JWKSServer:
-    """A real HTTP server on loopback publishing `keys`; counts the fetches it serves."""
+    """A real HTTP server on loopback publishing `keys`; counts the fetches it serves.
+
+    With `gate` set to an event, each fetch is answered only once the event is set (or after the suite's
+    timeout); `gate_opened` says whether every fetch saw it set.
+    """
 
     keys: list[dict[str, str]]
     cache_control: str = "public, max-age=3600"
-    delay: float = 0.0
+    gate: threading.Event | None = None
+    gate_opened: bool = True
     status: int = 200
     hits: int = 0
     url: str = ""
@@ -88,8 +93,8 @@ class JWKSServer:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 owner.hits += 1
-                if owner.delay:
-                    time.sleep(owner.delay)
+                if owner.gate is not None and not owner.gate.wait(TIMEOUT):
+                    owner.gate_opened = False
                 body = json.dumps({"keys": owner.keys}).encode()
                 self.send_response(owner.status)
                 self.send_header("Content-Type", "application/json")
@@ -116,49 +121,8 @@ def client_for(app: FastAPI) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://worker")
 
 
-class _ThreadedServer(uvicorn.Server):
-    """A uvicorn server that says when it listens, for a thread to wait on instead of polling a flag."""
-
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.ready = threading.Event()
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets=sockets)
-        if self.started:
-            self.ready.set()
-
-
 @contextlib.contextmanager
 def serve_app(app: ASGIApp) -> Iterator[str]:
     """Serve `app` with uvicorn on an ephemeral loopback port in a thread; yields its base URL."""
-    # IPPROTO_TCP explicitly: asyncio turns Nagle's algorithm off only on sockets that say they are TCP; with
-    # proto 0 every response waits for the client's delayed ACK (40 ms a request).
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    listener.bind(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    server = _ThreadedServer(
-        uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False, timeout_graceful_shutdown=10)
-    )
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            server.run(sockets=[listener])
-        except BaseException as error:  # noqa: BLE001 - reported by the test thread
-            failure.append(error)
-
-    thread = threading.Thread(target=run, name=f"uvicorn-{port}", daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 60
-        while not server.ready.wait(0.05):
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"uvicorn did not start on port {port}: {failure or 'timeout'}")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=60)
-        listener.close()
-    assert not thread.is_alive(), "uvicorn did not stop"
-    assert not failure, failure
+    with serve_asgi(app) as url:
+        yield url

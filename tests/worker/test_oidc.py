@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from typing import Any
 
@@ -14,6 +15,7 @@ from fastapi import APIRouter, Depends, FastAPI
 from fastapi_gcp_tasks.dependencies import CloudTasksHeaders
 from fastapi_gcp_tasks.exception import WorkerConfigError
 from fastapi_gcp_tasks.oidc import GOOGLE_ISSUERS, OIDCClaims, OIDCVerifier
+from tests._support import eventually
 
 from ._support import ACCOUNT, AUDIENCE, JWKSServer, Signer, b64url, client_for, jwk
 
@@ -262,23 +264,21 @@ async def test_keys_are_fetched_once_not_per_request(
 async def test_key_fetch_does_not_block_the_event_loop(
     verifier: OIDCVerifier, signer: Signer, jwks_server: JWKSServer
 ) -> None:
-    jwks_server.delay = 0.4
-    ticks = 0
-    stop = asyncio.Event()
+    """The key server answers only once a coroutine on the loop has run during the fetch: a blocking fetch
+    would keep that coroutine from running, and the server would answer late with `gate_opened` false."""
+    jwks_server.gate = threading.Event()
 
-    async def ticker() -> None:
-        nonlocal ticks
-        while not stop.is_set():
-            ticks += 1
-            await asyncio.sleep(0.01)
+    async def open_the_gate() -> None:
+        await eventually(lambda: jwks_server.hits >= 1, "the key fetch to reach the server")
+        assert jwks_server.gate is not None
+        jwks_server.gate.set()
 
     app, _ = make_app(verifier)
-    running = asyncio.create_task(ticker())
+    opener = asyncio.create_task(open_the_gate())
     response = await call(app, signer.token())
-    stop.set()
-    await running
+    await opener
     assert response.status_code == 200
-    assert ticks >= 10
+    assert jwks_server.gate_opened
 
 
 async def test_rotated_key_is_fetched_when_a_token_names_it(

@@ -12,8 +12,7 @@ import contextlib
 import datetime as dt
 import logging
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -40,6 +39,7 @@ from fastapi_gcp_tasks.receive import (
     max_retries,
     poison_route_class,
 )
+from tests._support import wait_for
 
 from ._support import serve_app
 
@@ -127,15 +127,6 @@ class Seen:
     def handle(self, meta: CloudTasksHeaders) -> None:
         with self.lock:
             self.handled.append(meta.retry_count)
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
-    """Poll `condition` until it holds; fail the test after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 @dataclass
@@ -549,7 +540,7 @@ def test_a_give_up_answer_that_times_out_still_writes_one_letter(env: Env, flavo
         assert sink.entered.wait(WAIT), "the sink was never called"
         # The sink blocks past the 15 s dispatch deadline: the emulator gives up on the attempt ...
         env.clock.advance(15)
-        wait_for(lambda: None in env.statuses(name), "the attempt to time out")
+        wait_for(lambda: None in env.statuses(name), "the attempt to time out", timeout=WAIT)
         # ... and delivers the task again while the first letter is still being written.
         env.clock.advance(1)
         assert redelivery_waits.wait(WAIT), "the task was not delivered again"

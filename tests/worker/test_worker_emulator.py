@@ -7,15 +7,12 @@ them with `OIDCVerifier`, exactly as it would verify Google's.
 from __future__ import annotations
 
 import datetime as dt
-import socket
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, HTTPException
 from fastapi.routing import APIRoute
 from google.cloud import scheduler_v1, tasks_v2
@@ -30,6 +27,8 @@ from fastapi_gcp_tasks.emulator import Emulator, ManualClock
 from fastapi_gcp_tasks.hooks import oidc_delayed_hook
 from fastapi_gcp_tasks.oidc import OIDCVerifier
 from fastapi_gcp_tasks.poison import DeadLetter, PoisonPolicy, poison_route_class
+from tests._support import TIMEOUT, listening_socket, serve_asgi, wait_for
+from tests._support.ports import url_of
 
 QUEUE = "projects/test-project/locations/europe-west1/queues/worker"
 BASE_URL = "http://worker.test"
@@ -70,9 +69,9 @@ class Env:
     def settle(self, rounds: int = 1, advance: float = 2.0) -> None:
         """Let every due attempt finish, then move time past the next retry, `rounds` times."""
         for _ in range(rounds):
-            self.emu.wait_until_idle(timeout=15)
+            self.emu.wait_until_idle(timeout=TIMEOUT)
             self.clock.advance(advance)
-        self.emu.wait_until_idle(timeout=15)
+        self.emu.wait_until_idle(timeout=TIMEOUT)
 
     def statuses(self, order: str) -> list[int | None]:
         return [d.status for d in self.emu.deliveries if f'"order":"{order}"' in d.body.decode()]
@@ -243,32 +242,19 @@ def test_over_real_http_into_uvicorn() -> None:
     """The same worker served by uvicorn on loopback, the emulator delivering over sockets in real time."""
     worker = Worker(fail={"o-9"})
     provider = TracerProvider()
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
+    listener = listening_socket()
     with Emulator(queues=[QUEUE]) as emu:
-        app, endpoints = make_app(emu, worker, provider, base_url=f"http://127.0.0.1:{port}")
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
-        thread.start()
-        try:
-            deadline = time.monotonic() + 10
-            while not server.started and time.monotonic() < deadline:
-                time.sleep(0.01)
+        app, endpoints = make_app(emu, worker, provider, base_url=url_of(listener))
+        with serve_asgi(app, listener):
             endpoints["trusted"].delay(payload=Charge(order="o-8", cents=1))
             endpoints["intruder"].delay(payload=Charge(order="o-8b", cents=1))
             endpoints["trusted"].delay(payload=Charge(order="o-9", cents=1))
-            deadline = time.monotonic() + 20
-            while len([d for d in emu.deliveries if b"o-9" in d.body]) < 4 and time.monotonic() < deadline:
-                time.sleep(0.05)
+            wait_for(lambda: len([d for d in emu.deliveries if b"o-9" in d.body]) >= 4, "four attempts of o-9")
+            emu.wait_until_idle(timeout=TIMEOUT)
             statuses = {
                 order: [d.status for d in emu.deliveries if f'"{order}"'.encode() in d.body]
                 for order in ("o-8", "o-8b", "o-9")
             }
-        finally:
-            server.should_exit = True
-            thread.join(timeout=10)
-            listener.close()
     provider.shutdown()
     assert statuses["o-8"] == [200]
     assert statuses["o-8b"][0] == 403
