@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import collections
 import contextlib
 import datetime as dt
 import re
@@ -194,8 +195,14 @@ class SchedulerService:
         clock: Clock,
         deliverer: Deliverer,
         oidc_signer: Callable[[str, str], str] | None = None,
+        keep_deliveries: int | None = 10_000,
     ) -> None:
-        """`oidc_signer(audience, service_account_email)` returns a JWT; without it no token is sent."""
+        """`oidc_signer(audience, service_account_email)` returns a JWT; without it no token is sent.
+
+        `deliveries` keeps the last `keep_deliveries` attempts (all of them when None; each holds its body).
+        """
+        if keep_deliveries is not None and keep_deliveries < 0:
+            raise ValueError(f"keep_deliveries must be None or at least 0, got {keep_deliveries}")
         self._clock = clock
         self._deliverer = deliverer
         self._oidc_signer = oidc_signer
@@ -203,8 +210,9 @@ class SchedulerService:
         self._waiting: set[_Execution] = set()
         self._inflight: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
-        self.deliveries: list[JobDelivery] = []
-        """Every attempt made, oldest first."""
+        self.deliveries: collections.deque[JobDelivery] = collections.deque(maxlen=keep_deliveries)
+        """The latest attempts made (at most `keep_deliveries`), oldest first."""
+        self._attempts_made = 0
 
     # lifecycle
 
@@ -251,11 +259,11 @@ class SchedulerService:
         An attempt that hangs keeps this waiting until its `attempt_deadline` passes on the clock: with a
         manual clock, advance it from another task.
         """
-        before = len(self.deliveries)
+        before = self._attempts_made
         while True:
             self._start_due()
             if not self._inflight:
-                return len(self.deliveries) - before
+                return self._attempts_made - before
             await asyncio.wait(set(self._inflight))
 
     # gRPC surface
@@ -503,9 +511,11 @@ class SchedulerService:
         stored.pb.status.Clear()
         stored.pb.status.code = code
         stored.pb.status.message = message
-        self.deliveries.append(
-            JobDelivery.of(request, result, started, schedule_time=execution.schedule_time, forced=execution.forced)
-        )
+        self._attempts_made += 1
+        if self.deliveries.maxlen != 0:
+            self.deliveries.append(
+                JobDelivery.of(request, result, started, schedule_time=execution.schedule_time, forced=execution.forced)
+            )
         retry_at = None if result.ok else self._retry_time(execution)
         if retry_at is None:
             if stored.busy is execution:

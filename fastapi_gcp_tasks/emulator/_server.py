@@ -87,7 +87,10 @@ class EmulatorServer:
             from fastapi_gcp_tasks.emulator._scheduler import SchedulerService
 
             self.scheduler = SchedulerService(
-                clock=self.clock, deliverer=self.recorder, oidc_signer=self._sign_for_scheduler
+                clock=self.clock,
+                deliverer=self.recorder,
+                oidc_signer=self._sign_for_scheduler,
+                keep_deliveries=keep_deliveries,
             )
         self._server: GrpcServer | None = None
         self._oidc = OIDCServer(self.signer)

@@ -9,6 +9,7 @@ They run on the event loop of the emulator's gRPC server, as do the dispatcher's
 from __future__ import annotations
 
 import asyncio
+import collections
 import random
 import uuid
 from collections.abc import Iterable
@@ -53,6 +54,9 @@ _ListTasksResponse: Any = tasks_v2.ListTasksResponse.pb()
 _SERVICE = "google.cloud.tasks.v2.CloudTasks"
 _OPERATIONS = "google.longrunning.Operations"
 _VIEW_FULL = 2
+_KEPT_OPERATIONS = 1000
+"""BatchCreateTasks operations (and their `request_id`s) kept for GetOperation and de-duplication; older ones
+are forgotten, so the memory they take stays bounded however many batches a long-running emulator sees."""
 
 
 class TasksService(Dispatcher):
@@ -91,8 +95,8 @@ class TasksService(Dispatcher):
         for path in self.initial_queues:
             if QUEUE_RE.fullmatch(path) is None:
                 raise ValueError(f"queues: {path!r} is not a queue path like {QUEUE_FORMAT}")
-        self._operations: dict[str, Any] = {}
-        self._operation_ids: dict[str, str] = {}
+        self._operations: collections.OrderedDict[str, Any] = collections.OrderedDict()
+        self._operation_ids: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._create_initial_queues()
 
     # lifecycle -------------------------------------------------------------------------------------------------
@@ -269,11 +273,12 @@ class TasksService(Dispatcher):
                     f"update_mask path {path!r} cannot be updated; updatable: {', '.join(sorted(UPDATABLE_PATHS))}"
                 )
         queue = self._queues.get(source.name)
-        if queue is None:
-            self.add_queue(source.name)
-            queue = self._queues[source.name]
         updated = Queue()
-        updated.CopyFrom(queue.pb)
+        if queue is None:
+            updated.name = source.name
+            fill_queue_defaults(updated)
+        else:
+            updated.CopyFrom(queue.pb)
         if paths:
             request.update_mask.MergeMessage(source, updated, replace_message_field=True)
         else:
@@ -284,6 +289,8 @@ class TasksService(Dispatcher):
         updated.rate_limits.max_burst_size = 0
         check_queue_config(updated)
         fill_queue_defaults(updated)
+        if queue is None:  # only now that the whole request is valid
+            queue = self._queues[source.name] = QueueState(pb=updated, queue_id=match.group(2))
         queue.pb = updated
         self._request_pump(queue)
         return updated
@@ -350,21 +357,22 @@ class TasksService(Dispatcher):
         """CreateTask."""
         return self._view(self._create(request.parent, request.task), request.response_view)
 
-    def _queue_to_create_in(self, parent: str) -> QueueState:
-        """The queue a new task goes to; a missing one is created when `auto_create_queues` is on."""
+    def _queue_to_create_in(self, parent: str) -> QueueState | None:
+        """The queue a new task goes to; None when it is missing and `auto_create_queues` will create it.
+
+        Creates nothing: the caller creates the queue once the whole task is known to be valid.
+        """
         queue = self._queues.get(parent)
         if queue is None:
             if QUEUE_RE.fullmatch(parent) is None:
                 raise invalid(f"parent {parent!r} must be a queue name formatted like {QUEUE_FORMAT}")
             if not self.auto_create_queues:
                 raise RpcError(grpc.StatusCode.NOT_FOUND, f"queue {parent} does not exist; create it first")
-            self.add_queue(parent)
-            queue = self._queues[parent]
-            self._request_pump(queue)
         return queue
 
     def _create(self, parent: str, task: Any) -> TaskState:
         queue = self._queue_to_create_in(parent)
+        taken: dict[str, TaskState] = queue.tasks if queue is not None else {}
         now = self.clock.now()
         name = task.name
         if name:
@@ -375,7 +383,7 @@ class TasksService(Dispatcher):
                 raise invalid(
                     f"task id {task_id!r} is invalid: use 1 to 500 characters from letters, digits, '_' and '-'"
                 )
-            if task_id in queue.tasks or self._tombstoned(name, now):
+            if task_id in taken or self._tombstoned(name, now):
                 raise RpcError(
                     grpc.StatusCode.ALREADY_EXISTS,
                     f"task {name} already exists or existed recently (names stay taken for"
@@ -383,7 +391,7 @@ class TasksService(Dispatcher):
                 )
         else:
             task_id = str(random.getrandbits(63))
-            while task_id in queue.tasks:
+            while task_id in taken:
                 task_id = str(random.getrandbits(63))
             name = f"{parent}/tasks/{task_id}"
         if not task.HasField("http_request"):
@@ -400,13 +408,17 @@ class TasksService(Dispatcher):
             pb.http_request.http_method = POST
         if not pb.HasField("dispatch_deadline"):
             pb.dispatch_deadline.seconds = int(DEFAULT_DISPATCH_DEADLINE)
-        set_time(pb.create_time, now)
-        if when is now:
-            pb.schedule_time.CopyFrom(pb.create_time)
-        else:
-            set_time(pb.schedule_time, when)
+        # Task field comments: "dispatch_deadline will be truncated to the nearest millisecond", "create_time
+        # will be truncated to the nearest second", "schedule_time will be truncated to the nearest microsecond"
+        pb.dispatch_deadline.nanos -= pb.dispatch_deadline.nanos % 1_000_000
+        set_time(pb.create_time, now, whole_seconds=True)
+        set_time(pb.schedule_time, when)
         for cleared in ("dispatch_count", "response_count", "first_attempt", "last_attempt", "view"):
             pb.ClearField(cleared)
+        if queue is None:  # auto_create_queues: the task is valid, so its queue may now exist
+            self.add_queue(parent)
+            queue = self._queues[parent]
+            self._request_pump(queue)
         state = TaskState(pb=pb, queue=queue, task_id=task_id, when=when, seq=next(self._seq))
         queue.tasks[task_id] = state
         self._push(queue, state)
@@ -414,15 +426,19 @@ class TasksService(Dispatcher):
 
     def batch_create_tasks(self, request: Any) -> Any:
         """BatchCreateTasks: each request succeeds or fails on its own; the operation is done on return."""
-        if request.request_id and request.request_id in self._operation_ids:
-            return self._operations[self._operation_ids[request.request_id]]
+        if request.request_id:
+            known = self._operations.get(self._operation_ids.pop(request.request_id, ""))
+            if known is not None:  # the same request again: the same operation, now the most recent one
+                self._operation_ids[request.request_id] = known.name
+                self._operations.move_to_end(known.name)
+                return known
         if len(request.requests) > BATCH_CREATE_LIMIT:
             raise invalid(
                 f"requests holds {len(request.requests)} tasks; at most {BATCH_CREATE_LIMIT} are allowed per call"
             )
         if not request.requests:
             raise invalid("requests must hold at least one CreateTaskRequest")
-        self._queue_to_create_in(request.parent)
+        self._queue_to_create_in(request.parent)  # checks the parent; a missing queue comes with the first valid task
         started = self.clock.now()
         response = _BatchCreateTasksResponse()
         metadata = _BatchCreateTasksMetadata()
@@ -454,6 +470,10 @@ class TasksService(Dispatcher):
         self._operations[operation.name] = operation
         if request.request_id:
             self._operation_ids[request.request_id] = operation.name
+        while len(self._operations) > _KEPT_OPERATIONS:
+            self._operations.popitem(last=False)
+        while len(self._operation_ids) > _KEPT_OPERATIONS:
+            self._operation_ids.popitem(last=False)
         return operation
 
     def get_operation(self, request: Any) -> Any:

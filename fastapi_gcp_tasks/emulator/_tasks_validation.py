@@ -76,20 +76,26 @@ UPDATABLE_PATHS = frozenset(
 )
 
 
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
 def to_datetime(timestamp: Any) -> dt.datetime:
-    """A `google.protobuf.Timestamp` as an aware UTC datetime."""
-    return dt.datetime.fromtimestamp(timestamp.seconds + timestamp.nanos / 1e9, dt.UTC)
+    """A `google.protobuf.Timestamp` as an aware UTC datetime, truncated to the microsecond (as the API does)."""
+    return _EPOCH + dt.timedelta(seconds=timestamp.seconds, microseconds=timestamp.nanos // 1000)
 
 
-def set_time(target: Any, when: dt.datetime) -> None:
-    """Set the Timestamp `target` to `when`, to the microsecond."""
-    micros = round(when.timestamp() * 1_000_000)
+def set_time(target: Any, when: dt.datetime, *, whole_seconds: bool = False) -> None:
+    """Set the Timestamp `target` to `when`, truncated to the microsecond (to the second with `whole_seconds`)."""
+    micros = (when - _EPOCH) // dt.timedelta(microseconds=1)
     target.seconds, rest = divmod(micros, 1_000_000)
-    target.nanos = rest * 1000
+    target.nanos = 0 if whole_seconds else rest * 1000
 
 
 def check_queue_config(queue: Any) -> None:
-    """A queue's `rate_limits` and `retry_config` as given (0 or unset: the default)."""
+    """A queue's `rate_limits`, `retry_config` and logging ratio as given (0 or unset: the default).
+
+    Pure: callers check the whole queue before they store or create anything.
+    """
     rate = queue.rate_limits
     if not 0 <= rate.max_dispatches_per_second <= MAX_DISPATCHES_PER_SECOND:
         raise invalid(
@@ -109,12 +115,17 @@ def check_queue_config(queue: Any) -> None:
     for name in ("min_backoff", "max_backoff", "max_retry_duration"):
         if seconds(getattr(retry, name)) < 0:
             raise invalid(f"retry_config.{name} must not be negative")
-    if (
-        retry.HasField("min_backoff")
-        and retry.HasField("max_backoff")
-        and seconds(retry.min_backoff) > seconds(retry.max_backoff)
-    ):
-        raise invalid("retry_config.min_backoff must not be greater than retry_config.max_backoff")
+    # compared as they will be stored: an unset side is its default
+    min_backoff = seconds(retry.min_backoff) if retry.HasField("min_backoff") else DEFAULT_MIN_BACKOFF
+    max_backoff = seconds(retry.max_backoff) if retry.HasField("max_backoff") else DEFAULT_MAX_BACKOFF
+    if min_backoff > max_backoff:
+        raise invalid(
+            f"retry_config.min_backoff ({min_backoff:g} s) must not be greater than retry_config.max_backoff"
+            f" ({max_backoff:g} s{'' if retry.HasField('max_backoff') else ', the default'})"
+        )
+    ratio = queue.stackdriver_logging_config.sampling_ratio
+    if not 0.0 <= ratio <= 1.0:
+        raise invalid(f"stackdriver_logging_config.sampling_ratio must be between 0.0 and 1.0, got {ratio}")
 
 
 def fill_queue_defaults(queue: Any) -> None:
@@ -146,7 +157,11 @@ def check_http_request(http: Any) -> None:
 
 
 def check_task(task: Any, now: dt.datetime) -> dt.datetime:
-    """Check a task to create (its target checked already); returns when it is due."""
+    """Check a task to create (its target checked already); returns when it is due.
+
+    A `schedule_time` unset or in the past is due `now` (CreateTaskRequest: "If schedule_time is not set or
+    is in the past then Cloud Tasks will set it to the current time").
+    """
     if task.HasField("schedule_time"):
         try:
             when = to_datetime(task.schedule_time)
@@ -156,6 +171,8 @@ def check_task(task: Any, now: dt.datetime) -> dt.datetime:
             raise invalid(
                 f"task.schedule_time {when.isoformat()} is more than 30 days ahead of now ({now.isoformat()})"
             )
+        if when < now:
+            when = now
     else:
         when = now
     if task.HasField("dispatch_deadline"):
