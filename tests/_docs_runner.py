@@ -67,17 +67,9 @@ def extract_blocks(text: str) -> list[Block]:
             index += 1
             while index < len(lines) and not lines[index].strip():
                 index += 1
-            opening = _FENCE_OPEN.match(lines[index]) if index < len(lines) else None
-            if opening is None:
+            if index == len(lines) or _FENCE_OPEN.match(lines[index]) is None:
                 raise ValueError(f"line {index + 1}: `<!-- run -->` must be followed by a ```python block")
-            indent, fence = opening.group(1), opening.group(2)
-            start = index + 1
-            index = start
-            while index < len(lines) and lines[index].strip() != fence:
-                index += 1
-            if index == len(lines):
-                raise ValueError(f"line {start}: unclosed code block")
-            body = [text_line.removeprefix(indent) for text_line in lines[start:index]]
+            start, index, body = _fence_body(lines, index)
             blocks.append(Block(line=start + 1, code="\n".join(body), hidden=False))
         elif match := _CHECK_OPEN.match(line):
             start = index + 1
