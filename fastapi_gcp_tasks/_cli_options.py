@@ -15,11 +15,13 @@ This module imports only the standard library: `--help` and `--version` must sta
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import sys
 import traceback
+from collections.abc import Iterator
 from typing import Any
 
 __all__ = [
@@ -154,6 +156,31 @@ class ConfigError(CommandError):
     """Something to fix before running again: a missing extra, missing credentials, an unmigrated database."""
 
     exit_code = USAGE
+
+
+_MISSING_TABLE_WORDS = ("no such table", "does not exist", "doesn't exist", "undefinedtable")
+
+
+@contextlib.contextmanager
+def database_errors(option: str, tables: str, migrate: str) -> Iterator[None]:
+    """SQLAlchemy's errors as one line: status 2 for what to fix (URL, driver, schema), 1 for the rest.
+
+    `option` names the command's database option, `tables` what is missing when the schema is (`"outbox"`),
+    and `migrate` the command that creates it.
+    """
+    from sqlalchemy import exc as sa
+
+    try:
+        yield
+    except (sa.ArgumentError, sa.NoSuchModuleError) as exc:
+        raise ConfigError(f"bad {option}: {exc}") from exc
+    except ImportError as exc:
+        raise ConfigError(f"the database driver of {option} is not installed: {exc}") from exc
+    except sa.DBAPIError as exc:
+        detail = f"{type(exc.orig).__name__}: {exc.orig}"
+        if any(word in detail.lower() for word in _MISSING_TABLE_WORDS):
+            raise ConfigError(f"the {tables} tables are missing ({detail}); create them with: {migrate}") from exc
+        raise CommandError(f"database error: {detail}") from exc
 
 
 def one_line(text: str) -> str:

@@ -34,6 +34,7 @@ _SUBCOMMANDS: dict[str, tuple[str, str | None, str]] = {
     ),
     "relay": ("fastapi_gcp_tasks.outbox._cli", "outbox", "send committed outbox rows to Cloud Tasks until stopped"),
     "outbox": ("fastapi_gcp_tasks.outbox._cli", "outbox", "migrate, inspect and repair the transactional outbox"),
+    "history": ("fastapi_gcp_tasks.history._cli", "history", "migrate, prune and inspect the task history"),
 }
 
 _EPILOG = """\

@@ -16,6 +16,8 @@ FastAPIGCPTasksError
 ├── BufferRequiredError       a `.delay()` that must be buffered ran outside any request buffer
 ├── OutboxError               (fastapi_gcp_tasks.outbox) the outbox cannot be used as configured
 │   └── OutboxSchemaError     the outbox tables are missing: run `fastapi-gcp-tasks outbox migrate`
+├── ConsoleConfigError        (fastapi_gcp_tasks.console) a console without `auth` or `local_only`, or a bad argument
+├── ConsoleActionError        (fastapi_gcp_tasks.console) a console action failed: shown as a message, never a 500
 └── RelayDatabaseError        (fastapi_gcp_tasks.outbox) the relay gave up reaching its database
 ```
 

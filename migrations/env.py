@@ -1,4 +1,6 @@
-"""Alembic environment of the outbox schema; run it through `fastapi-gcp-tasks outbox migrate`.
+"""Alembic environment of the outbox and task history schema (one chain: 0001 outbox, 0002 history).
+
+Run it through `fastapi-gcp-tasks outbox migrate` or `fastapi-gcp-tasks history migrate`.
 
 It keeps its own version table, so it never touches an application's alembic history.
 """

@@ -18,19 +18,17 @@ from typing import Any
 
 from fastapi_gcp_tasks._cli_options import (
     EMULATOR_HOST_ENV,
-    CommandError,
     ConfigError,
     ProgressLine,
     add_debug_option,
     add_logging_options,
+    database_errors,
     env_option,
     port,
     setup_logging,
 )
 
 __all__ = ["register"]
-
-_MISSING_TABLE_WORDS = ("no such table", "does not exist", "doesn't exist", "undefinedtable")
 
 
 def _database_option(parser: argparse.ArgumentParser) -> None:
@@ -259,24 +257,9 @@ def _usage_errors() -> Iterator[None]:
         raise ConfigError(str(exc)) from exc
 
 
-@contextlib.contextmanager
-def _database_errors() -> Iterator[None]:
-    """SQLAlchemy's errors as one line: status 2 for what to fix (URL, driver, schema), 1 for the rest."""
-    from sqlalchemy import exc as sa
-
-    try:
-        yield
-    except (sa.ArgumentError, sa.NoSuchModuleError) as exc:
-        raise ConfigError(f"bad --database-url: {exc}") from exc
-    except ImportError as exc:
-        raise ConfigError(f"the database driver of --database-url is not installed: {exc}") from exc
-    except sa.DBAPIError as exc:
-        detail = f"{type(exc.orig).__name__}: {exc.orig}"
-        if any(word in detail.lower() for word in _MISSING_TABLE_WORDS):
-            raise ConfigError(
-                f"the outbox tables are missing ({detail}); create them with: fastapi-gcp-tasks outbox migrate"
-            ) from exc
-        raise CommandError(f"database error: {detail}") from exc
+def _database_errors() -> contextlib.AbstractContextManager[None]:
+    """The CLI's database errors (`database_errors`), worded for the outbox."""
+    return database_errors("--database-url", "outbox", "fastapi-gcp-tasks outbox migrate")
 
 
 @contextlib.contextmanager

@@ -13,6 +13,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.script.revision import RevisionError
 from sqlalchemy import URL, Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
@@ -30,6 +31,7 @@ __all__ = [
     "is_missing_schema",
     "migrate",
     "migrations_dir",
+    "reaches",
     "require_schema",
     "schema_error",
 ]
@@ -64,16 +66,34 @@ def schema_error(exc: DBAPIError) -> OutboxSchemaError:
     return OutboxSchemaError(f"the outbox tables do not exist in this database: {MIGRATE_HINT} ({exc.orig})")
 
 
+OUTBOX_REVISION = "0001"
+"""The revision that created the outbox tables; later revisions (the task history's) leave them as they are."""
+
+
 def require_schema(engine: Engine) -> None:
-    """Raise `OutboxSchemaError` unless the database holds the newest outbox schema shipped with this library.
+    """Raise `OutboxSchemaError` unless the database holds the outbox schema (revision 0001 or a later one).
 
     For processes that only use the outbox (the relay, the `outbox` commands): one query at start-up turns a
-    database that was never migrated into one clear error instead of a failure on every claim.
+    database that was never migrated into one clear error instead of a failure on every claim. A database
+    migrated further (the task history's tables) serves the outbox as it is.
     """
-    current, head = current_revision(engine), head_revision()
-    if current != head:
-        state = "has no outbox schema" if current is None else f"has outbox schema {current}, not {head}"
+    current = current_revision(engine)
+    if not reaches(current, OUTBOX_REVISION):
+        state = "has no outbox schema" if current is None else f"has outbox schema {current}, not {head_revision()}"
         raise OutboxSchemaError(f"the database {state}: {MIGRATE_HINT}")
+
+
+def reaches(current: str | None, minimum: str) -> bool:
+    """Whether revision `current` is `minimum` or one of the revisions after it in the shipped chain."""
+    if current is None:
+        return False
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir()))
+    scripts = ScriptDirectory.from_config(config)
+    try:
+        return any(rev.revision == minimum for rev in scripts.iterate_revisions(current, "base"))
+    except RevisionError:  # a revision this library does not ship (a newer one): nothing is known of it
+        return False
 
 
 def migrations_dir() -> Path:

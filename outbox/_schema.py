@@ -115,6 +115,11 @@ metadata = MetaData()
 
 outbox_table, dead_letter_table = add_outbox_tables(metadata)
 
+# The task history's tables share this metadata and the one migration chain (revision 0002).
+from fastapi_gcp_tasks.history._schema import add_history_tables  # noqa: E402
+
+add_history_tables(metadata)
+
 
 class db_now(FunctionElement[dt.datetime]):  # noqa: N801
     """The database's current UTC time plus `seconds`, rendered for each dialect.

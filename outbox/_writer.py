@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 import fastapi
 from google.cloud import tasks_v2
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, event
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, registry, sessionmaker
 from starlette.concurrency import run_in_threadpool
@@ -117,11 +117,13 @@ class OutboxSink:
             _check_transaction(session.in_transaction())
             _check_autocommit(_sync_connection(session))
             _insert(session, _row_values(task))
+            _report_on_commit(session, task)
         elif _is_async_session(session):
             sync_session: Session = session.sync_session  # type: ignore[union-attr]
             _check_transaction(sync_session.in_transaction())
             _check_autocommit(sync_session.get_bind(clause=insert_statement()))
             sync_session.add(_PendingRow(**_row_values(task), created_at=db_now(), available_at=db_now()))
+            _report_on_commit(sync_session, task)
         else:
             raise TaskArgumentError(
                 "a synchronous .delay() cannot write to an AsyncConnection: use an AsyncSession, a sync "
@@ -137,6 +139,7 @@ class OutboxSink:
         if isinstance(session, Session | Connection):
             _check_autocommit(_sync_connection(session))
             _insert(session, _row_values(task))
+            _report_on_commit(session, task)
             return task.placeholder()
         if _is_async_session(session):
             connection = await session.connection(bind_arguments={"clause": insert_statement()})
@@ -149,7 +152,38 @@ class OutboxSink:
             if is_missing_schema(exc):
                 raise schema_error(exc) from exc
             raise
+        _report_on_commit(session.sync_session if _is_async_session(session) else None, task)  # type: ignore[union-attr]
         return task.placeholder()
+
+
+_COMMITTED_TASKS = "fastapi_gcp_tasks_outbox_created"
+"""`Session.info` key: the tasks of the current transaction whose creation history is waiting for its commit."""
+_LISTENING = "fastapi_gcp_tasks_outbox_listening"
+
+
+def _report_on_commit(session: Session | Connection | None, task: PreparedTask) -> None:
+    """Tell task history (the task's creation hook) about an outbox task once it is true: the task exists when the
+    caller's transaction commits, so with a `Session` it is reported after the commit and forgotten on rollback.
+    A Core `Connection` has no after-commit event: its task is reported when the row is written."""
+    if task.creation is None:
+        return
+    if not isinstance(session, Session):
+        task.mark_created("outbox")
+        return
+    if not session.info.get(_LISTENING):
+        session.info[_LISTENING] = True
+        event.listen(session, "after_commit", _report_committed)
+        event.listen(session, "after_rollback", _forget_rolled_back)
+    session.info.setdefault(_COMMITTED_TASKS, []).append(task)
+
+
+def _report_committed(session: Session) -> None:
+    for task in session.info.pop(_COMMITTED_TASKS, ()):
+        task.mark_created("outbox")
+
+
+def _forget_rolled_back(session: Session) -> None:
+    session.info.pop(_COMMITTED_TASKS, None)
 
 
 def _check_transaction(in_transaction: bool) -> None:

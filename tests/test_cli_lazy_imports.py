@@ -44,6 +44,8 @@ def heavy_modules_after(argv: list[str]) -> list[str]:
         ["outbox", "--help"],
         ["relay", "--help"],
         ["outbox", "requeue", "--help"],
+        ["history", "--help"],
+        ["history", "prune", "--help"],
         ["schedules", "--help"],
         ["schedules", "sync", "--help"],
         ["emulator", "--help"],

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import os
 import socket
@@ -19,14 +20,17 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 import httpx
+from fastapi import APIRouter, FastAPI
 from google.cloud import tasks_v2
+from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
 from google.protobuf import empty_pb2, field_mask_pb2
+from pydantic import BaseModel
 
-from fastapi_gcp_tasks.emulator import HttpDeliverer
-from fastapi_gcp_tasks.emulator._types import DeliveryRequest
+from fastapi_gcp_tasks import DelayedRouteBuilder
 from fastapi_gcp_tasks.utils import async_emulator_client, emulator_client
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -39,6 +43,17 @@ QUEUES = [f"{LOCATION}/queues/q{index}" for index in range(16)]
 """Sixteen queues, because one queue may dispatch at most 500 tasks a second (as on Cloud Tasks)."""
 CONCURRENCY = 48
 """Requests in flight to the worker: for its capacity, and in total over the queues while draining."""
+DELIVERY_HEADERS = {
+    "Content-Type": "application/json",
+    "User-Agent": "Google-Cloud-Tasks",
+    "X-CloudTasks-QueueName": "q0",
+    "X-CloudTasks-TaskName": "1234567890123456789",
+    "X-CloudTasks-TaskRetryCount": "0",
+    "X-CloudTasks-TaskExecutionCount": "0",
+    "X-CloudTasks-TaskETA": "1764320000.123456",
+}
+"""The headers of a first delivery from a queue: the load generator sends them too, so that the worker's
+own rate is measured on the requests it gets while draining (it parses 6 more headers than a bare POST)."""
 
 
 def free_port() -> int:
@@ -130,48 +145,73 @@ async def create_concurrently(address: str, url: str, count: int, concurrency: i
     await client.transport.close()
 
 
-def worker_stats(worker: str) -> dict[str, object]:
-    return dict(httpx.get(f"{worker}/stats", timeout=10).json())
+class Worker:
+    """The benchmark's worker, polled over one kept-alive connection (polling costs the shared CPUs little)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.client = httpx.Client(base_url=url, timeout=10)
+
+    def stats(self) -> dict[str, Any]:
+        return dict(self.client.get("/stats").json())
+
+    def reset(self) -> None:
+        self.client.post("/reset")
+
+    def wait_count(self, count: int, timeout: float) -> dict[str, Any] | None:
+        """The worker's stats once it has seen `count` tasks (None on timeout)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            stats = self.stats()
+            if int(stats["count"]) >= count:
+                return stats
+            time.sleep(0.05)
+        return None
 
 
-def wait_count(worker: str, count: int, timeout: float) -> float:
-    """Seconds until the worker has seen `count` tasks (inf on timeout)."""
-    started = time.perf_counter()
-    while time.perf_counter() - started < timeout:
-        if int(str(worker_stats(worker)["count"])) >= count:
-            return time.perf_counter() - started
-        time.sleep(0.02)
-    return float("inf")
-
-
-async def worker_capacity(worker: str, count: int, concurrency: int = CONCURRENCY) -> tuple[float, float]:
+async def worker_capacity(worker: str, count: int, concurrency: int = CONCURRENCY) -> float:
     """The worker's own max request rate: `count` POSTs, `concurrency` at a time over kept-alive connections.
 
-    Measured twice: driven by `loadgen.py`, which parses only this worker's answers and costs less CPU than
-    any real client (the floor: what the worker itself can take), and driven by the emulator's delivery
-    client, `HttpDeliverer`, without the emulator around it (what the worker takes from that client).
+    Driven by `loadgen.py`, which parses only this worker's answers and costs less CPU than any real client
+    (what the worker itself can take), with the headers of a delivery (`DELIVERY_HEADERS`).
     """
-    await post_many(f"{worker}/task", b'{"t": 0}', 200, concurrency)
+    await post_many(f"{worker}/task", b'{"t": 0}', 200, concurrency, DELIVERY_HEADERS)
     started = time.perf_counter()
-    await post_many(f"{worker}/task", b'{"t": 0}', count, concurrency)
-    floor = count / (time.perf_counter() - started)
-    deliverer = HttpDeliverer()
-    request = DeliveryRequest(
-        method="POST", url=f"{worker}/task", headers={"Content-Type": "application/json"}, body=b'{"t": 0}', deadline=60
-    )
-    semaphore = asyncio.Semaphore(concurrency)
+    await post_many(f"{worker}/task", b'{"t": 0}', count, concurrency, DELIVERY_HEADERS)
+    return count / (time.perf_counter() - started)
 
-    async def one() -> None:
-        async with semaphore:
-            result = await deliverer.deliver(request)
-            assert result.status == 200, result
 
-    await asyncio.gather(*(one() for _ in range(200)))
-    started = time.perf_counter()
-    await asyncio.gather(*(one() for _ in range(count)))
-    client = count / (time.perf_counter() - started)
-    await deliverer.aclose()
-    return floor, client
+class _Stamp(BaseModel):
+    t: float = 0.0
+
+
+class _CountingInterceptor(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """Counts the unary calls a client makes, by method name."""
+
+    def __init__(self) -> None:
+        self.calls: collections.Counter[str] = collections.Counter()
+
+    def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        self.calls[client_call_details.method.rsplit("/", 1)[-1]] += 1
+        return continuation(client_call_details, request)
+
+
+def rpcs_per_delay(address: str, worker: str, queue: str, count: int) -> str:
+    """The RPCs `count` calls of `.delay()` make (a deterministic count), by method: "total (method n, ...)"."""
+    counter = _CountingInterceptor()
+    channel = grpc.intercept_channel(grpc.insecure_channel(address), counter)
+    client = tasks_v2.CloudTasksClient(transport=CloudTasksGrpcTransport(channel=channel))
+    router = APIRouter(route_class=DelayedRouteBuilder(queue_path=queue, base_url=worker, client=client))
+
+    @router.post("/task")
+    def stamped(stamp: _Stamp) -> None: ...
+
+    FastAPI().include_router(router)
+    for _ in range(count):
+        stamped.delay(stamp=_Stamp())  # type: ignore[attr-defined]
+    channel.close()
+    methods = ", ".join(f"{name} {number}" for name, number in sorted(counter.calls.items()))
+    return f"{sum(counter.calls.values()) / count:.2f} ({methods} for {count})"
 
 
 def bench_emulator(name: str, command: list[str], port: int, worker: str, sizes: dict[str, int]) -> Result:
@@ -220,14 +260,22 @@ def bench_emulator(name: str, command: list[str], port: int, worker: str, sizes:
             result.rows["create rate, batch_create_tasks x100 (tasks/s)"] = "n/a"
             result.rows["emulator CPU per created task, batch x100 (ms)"] = "n/a"
 
+        # the RPCs .delay() makes (client side, so the same against any emulator; a paused queue, then purged)
+        q2 = QUEUES[2]
+        client.pause_queue(name=q2)
+        result.rows["RPCs per .delay() (deterministic)"] = rpcs_per_delay(address, worker, q2, sizes["delays"])
+        client.purge_queue(name=q2)
+        client.resume_queue(name=q2)
+
         # create-to-delivery latency, one task at a time on a running queue
         q1 = QUEUES[1]
-        httpx.post(f"{worker}/reset")
+        stats = Worker(worker)
+        stats.reset()
         for _ in range(sizes["latency"]):
             client.create_task(parent=q1, task=task(url, stamp=True))
             time.sleep(0.01)
-        wait_count(worker, sizes["latency"], 60)
-        latencies = sorted(float(x) for x in worker_stats(worker)["latencies"])  # type: ignore[attr-defined]
+        stats.wait_count(sizes["latency"], 60)
+        latencies = sorted(float(x) for x in stats.stats()["latencies"])
         if latencies:
             p50 = statistics.median(latencies)
             p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
@@ -247,27 +295,23 @@ def bench_emulator(name: str, command: list[str], port: int, worker: str, sizes:
         asyncio.run(create_concurrently(address, url, count, 50, QUEUES))
         # the worker's own max rate, measured right before and right after the drain (the machine is shared)
         capacity_before = asyncio.run(worker_capacity(worker, sizes["capacity"]))
-        httpx.post(f"{worker}/reset")
+        stats.reset()
         cpu_before = cpu_seconds(process.pid)
-        started = time.perf_counter()
+        started = time.time()
         for queue in QUEUES:
             client.resume_queue(name=queue)
-        elapsed = wait_count(worker, count, 300)
+        done = stats.wait_count(count, 120)
         drain_cpu = cpu_seconds(process.pid) - cpu_before
-        elapsed = min(elapsed, time.perf_counter() - started)
-        floor_after, client_after = asyncio.run(worker_capacity(worker, sizes["capacity"]))
-        floor = (capacity_before[0] + floor_after) / 2
-        client_rate = (capacity_before[1] + client_after) / 2
+        # the drain ends with the last delivery the worker saw, however late the poll noticed it
+        elapsed = float(done["last"]) - started if done is not None else float("inf")
+        capacity = (capacity_before + asyncio.run(worker_capacity(worker, sizes["capacity"]))) / 2
         drain = count / elapsed
-        result.rows["worker's own max rate, from loadgen.py, around the drain (requests/s)"] = f"{floor:,.0f}"
-        result.rows["worker's own max rate, from HttpDeliverer alone, around the drain (requests/s)"] = (
-            f"{client_rate:,.0f}"
-        )
+        result.rows["worker's own max rate, around the drain (requests/s)"] = f"{capacity:,.0f}"
         result.rows["drain rate into the worker (tasks/s)"] = f"{drain:,.0f}"
+        result.rows["drain as a share of the worker's own rate"] = f"{100 * drain / capacity:.0f}%"
         result.rows["emulator CPU per delivered task (ms)"] = f"{1000 * drain_cpu / count:.3f}"
         result.rows["drain tasks"] = str(count)
-        result.rows["drain as a share of the worker's rate from loadgen.py"] = f"{100 * drain / floor:.0f}%"
-        result.rows["drain as a share of the worker's rate from HttpDeliverer"] = f"{100 * drain / client_rate:.0f}%"
+        stats.client.close()
         client.transport.close()
     return result
 
@@ -300,9 +344,17 @@ def main() -> None:
     parser.add_argument("--no-peer", action="store_true", help="measure only this project's emulator")
     args = parser.parse_args()
     sizes = (
-        {"sync": 300, "async": 500, "latency": 50, "drain": 600, "peer_drain": 100, "capacity": 600}
+        {"sync": 300, "async": 500, "latency": 50, "drain": 600, "peer_drain": 100, "capacity": 600, "delays": 20}
         if args.quick
-        else {"sync": 3000, "async": 5000, "latency": 500, "drain": 10000, "peer_drain": 1000, "capacity": 10000}
+        else {
+            "sync": 2000,
+            "async": 3000,
+            "latency": 200,
+            "drain": 6000,
+            "peer_drain": 600,
+            "capacity": 4000,
+            "delays": 100,
+        }
     )
     worker_port = free_port()
     worker = f"http://127.0.0.1:{worker_port}"

@@ -8,6 +8,7 @@ the way of what it measures. Never use it elsewhere: the emulator delivers throu
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 
@@ -60,14 +61,21 @@ class _Loop(asyncio.Protocol):
                 self.done.set_result(None)
 
 
-async def post_many(url: str, body: bytes, count: int, concurrency: int) -> None:
-    """POST `body` to `url` `count` times, `concurrency` requests in flight over as many connections."""
+async def post_many(
+    url: str, body: bytes, count: int, concurrency: int, headers: Mapping[str, str] | None = None
+) -> None:
+    """POST `body` to `url` `count` times, `concurrency` requests in flight over as many connections.
+
+    `headers` (default: only `Content-Type: application/json`) are sent besides Host and Content-Length;
+    the benchmark sends a delivery's own headers, so that the worker parses the same requests as when the
+    emulator delivers.
+    """
     parts = urlsplit(url)
     assert parts.hostname is not None
     assert parts.port is not None
+    lines = "".join(f"{name}: {value}\r\n" for name, value in (headers or {"Content-Type": "application/json"}).items())
     request = (
-        f"POST {parts.path or '/'} HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
+        f"POST {parts.path or '/'} HTTP/1.1\r\nHost: {parts.netloc}\r\n{lines}Content-Length: {len(body)}\r\n\r\n"
     ).encode() + body
     left = [count]
     loop = asyncio.get_running_loop()

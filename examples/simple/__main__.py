@@ -22,6 +22,7 @@ def main() -> int:
 
         with serving(app, port=args.port, once=args.once):
             logging.info("app on %s, emulator on %s", base_url, emulator.address)
+            logging.info("emulator console: %s/", emulator.http_url)
             job = tick.scheduler(name="tick", schedule="* * * * *").schedule()
             logging.info("scheduled %s (%s)", job.name, job.schedule)
             with httpx.Client(base_url=base_url) as client:

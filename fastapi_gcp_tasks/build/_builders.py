@@ -7,7 +7,7 @@ nothing is sent until an endpoint's `.delay()` or `.schedule()` runs.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi.routing import APIRoute
 from google.cloud import scheduler_v1, tasks_v2
@@ -16,6 +16,9 @@ from fastapi_gcp_tasks.build._hooks import DelayedTaskHook, ScheduledHook
 from fastapi_gcp_tasks.build._routes import delayed_route_class, scheduled_route_class
 from fastapi_gcp_tasks.dispatch._sink import TaskSink
 from fastapi_gcp_tasks.receive._poison import PoisonPolicy
+
+if TYPE_CHECKING:
+    from fastapi_gcp_tasks.history._history import TaskHistory
 
 __all__ = ["AsyncDelayedRouteBuilder", "AsyncScheduledRouteBuilder", "DelayedRouteBuilder", "ScheduledRouteBuilder"]
 
@@ -34,6 +37,7 @@ def DelayedRouteBuilder(  # noqa: N802 - the 0.3 name is a function
     headers: dict[str, str] | None = None,
     sink: TaskSink | None = None,
     poison_policy: PoisonPolicy | None = None,
+    history: TaskHistory | None = None,
 ) -> type[APIRoute]:
     """A route class for `APIRouter(route_class=...)` that gives each endpoint `.delay()` and `.options()`.
 
@@ -49,17 +53,20 @@ def DelayedRouteBuilder(  # noqa: N802 - the 0.3 name is a function
     `sink` hands every task to a sink (for example the transactional outbox) instead of sending it.
     `poison_policy` acknowledges requests that fail the endpoint's validation after handing them to a
     dead-letter sink, instead of letting Cloud Tasks retry them (see `fastapi_gcp_tasks.poison`).
+    `history` (a `fastapi_gcp_tasks.history.TaskHistory`) records every task the routes create and every
+    attempt they handle (`.options(history=...)` overrides it for the creating side of one call).
     """
     return delayed_route_class(
         builder_options=_options(locals()),
         client=client,
         is_async=False,
         poison_policy=poison_policy,
+        history=history,
     )
 
 
 def _options(arguments: dict[str, Any]) -> dict[str, Any]:
-    options = {k: v for k, v in arguments.items() if k not in {"client", "poison_policy"} and v is not None}
+    options = {k: v for k, v in arguments.items() if k not in {"client", "poison_policy", "history"} and v is not None}
     if base := options.pop("base_url", None):
         options.setdefault("callback_base_url", base)
     return options
@@ -79,6 +86,7 @@ def AsyncDelayedRouteBuilder(  # noqa: N802 - the 0.3 name is a function
     headers: dict[str, str] | None = None,
     sink: TaskSink | None = None,
     poison_policy: PoisonPolicy | None = None,
+    history: TaskHistory | None = None,
 ) -> type[APIRoute]:
     """Like `DelayedRouteBuilder`, with an awaitable `.delay()` over `CloudTasksAsyncClient`.
 
@@ -87,7 +95,7 @@ def AsyncDelayedRouteBuilder(  # noqa: N802 - the 0.3 name is a function
     per running loop.
     """
     return delayed_route_class(
-        builder_options=_options(locals()), client=client, is_async=True, poison_policy=poison_policy
+        builder_options=_options(locals()), client=client, is_async=True, poison_policy=poison_policy, history=history
     )
 
 
@@ -100,15 +108,16 @@ def ScheduledRouteBuilder(  # noqa: N802 - the 0.3 name is a function
     pre_create_hook: ScheduledHook | None = None,
     client: scheduler_v1.CloudSchedulerClient | Callable[[], scheduler_v1.CloudSchedulerClient] | None = None,
     poison_policy: PoisonPolicy | None = None,
+    history: TaskHistory | None = None,
 ) -> type[APIRoute]:
     """A route class that gives each endpoint `.scheduler(name=..., schedule=..., ...)`.
 
     `.scheduler(...)` returns a handle whose `.schedule(**values)` creates the job, updates it in place
     when it differs, or writes nothing when it matches; `.delete()` removes it. Nothing is called when the
-    route class is built.
+    route class is built. `history` (a `TaskHistory`) records every run the routes handle (the worker side).
     """
     return scheduled_route_class(
-        builder_options=_options(locals()), client=client, is_async=False, poison_policy=poison_policy
+        builder_options=_options(locals()), client=client, is_async=False, poison_policy=poison_policy, history=history
     )
 
 
@@ -121,8 +130,9 @@ def AsyncScheduledRouteBuilder(  # noqa: N802 - the 0.3 name is a function
     pre_create_hook: ScheduledHook | None = None,
     client: scheduler_v1.CloudSchedulerAsyncClient | Callable[[], scheduler_v1.CloudSchedulerAsyncClient] | None = None,
     poison_policy: PoisonPolicy | None = None,
+    history: TaskHistory | None = None,
 ) -> type[APIRoute]:
     """Like `ScheduledRouteBuilder`, with awaitable `.schedule()` and `.delete()` (one client per loop)."""
     return scheduled_route_class(
-        builder_options=_options(locals()), client=client, is_async=True, poison_policy=poison_policy
+        builder_options=_options(locals()), client=client, is_async=True, poison_policy=poison_policy, history=history
     )

@@ -32,14 +32,16 @@ registration was too early; a name still missing then is a `RouteDefinitionError
 
 from __future__ import annotations
 
+import collections.abc
 import contextlib
 import copy
 import dataclasses
 import enum
 import json
 import re
+import types
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any, Literal, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from urllib.parse import quote, urlsplit
 
 from fastapi import params
@@ -47,7 +49,7 @@ from fastapi.dependencies.utils import get_dependant, request_params_to_args
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, PydanticUserError, TypeAdapter, ValidationError, create_model
 from pydantic.fields import FieldInfo
-from pydantic_core import PydanticUndefined
+from pydantic_core import PydanticUndefined, from_json
 from starlette.datastructures import Headers, QueryParams
 from starlette.requests import cookie_parser
 
@@ -193,6 +195,7 @@ class RoutePlan:
         if body_params and not self._embed_body:
             self._single_body_adapter = TypeAdapter(_annotated(body_params[0].field_info))
         self._simple_params = tuple(p for p in found if p.kind is not _Kind.BODY)
+        self._readers = _readers(found)
         self.param_names = frozenset(self._by_name)
         self._resolved = True
 
@@ -289,6 +292,143 @@ class RoutePlan:
         if body is not None:
             headers["Content-Type"] = "application/json"
         return HttpParts(method=self.method, path_and_query=path, headers=headers, body=body)
+
+    def from_wire(
+        self,
+        *,
+        path_params: Mapping[str, Any],
+        query: QueryParams,
+        headers: Headers,
+        body: bytes | None,
+    ) -> dict[str, Any]:
+        """The `.delay()` keywords under which the endpoint would receive what a request carries: the inverse
+        of `build`, through the endpoint's own fields (used by history recording and dead-letter replay).
+
+        Only the parameters present in the request are returned, so the others keep the endpoint's defaults.
+        A value the endpoint's current validation refuses raises `WrongTypeError` (a missing required one
+        `MissingParamError`), `param` naming the parameter.
+        """
+        self.resolve()
+        fast = self._fast_from_wire(path_params, query, headers, body)
+        if fast is not None:
+            return fast
+        values: dict[str, Any] = {}
+        cookies: dict[str, str] | None = None
+        for param in self._simple_params:
+            received: Mapping[str, Any]
+            if param.kind is _Kind.PATH:
+                received = path_params
+            elif param.kind is _Kind.QUERY:
+                received = query
+                if not param.query_model and param.key not in query:
+                    continue
+            elif param.kind is _Kind.HEADER:
+                received = headers
+                if param.key.lower() not in headers:
+                    continue
+            else:
+                if cookies is None:
+                    cookies = cookie_parser(headers.get("cookie", ""))
+                received = cookies
+                if param.key not in cookies:
+                    continue
+            parsed, errors = request_params_to_args([param.field], received)
+            if errors:
+                raise self._received_error(param, errors)
+            values[param.name] = parsed.get(param.name)
+        if self._body_params:
+            values.update(self._body_from_wire(body))
+        return values
+
+    def _fast_from_wire(
+        self, path_params: Mapping[str, Any], query: QueryParams, headers: Headers, body: bytes | None
+    ) -> dict[str, Any] | None:
+        """`from_wire` in one validation of the whole `.delay()` model, for requests it accepts; None when a
+        parameter is read in a way only FastAPI's own per-parameter parsing does, or when anything is invalid
+        (`from_wire` then finds and names the parameter at fault). About five times faster: it runs for every
+        recorded attempt."""
+        if self._readers is None:
+            return None
+        raw: dict[str, Any] = {}
+        cookies: dict[str, str] | None = None
+        document: Any = _ABSENT
+        for name, kind, key, sequence in self._readers:
+            if kind is _Kind.PATH:
+                value: Any = path_params.get(key, _ABSENT)
+            elif kind is _Kind.BODY:
+                if document is _ABSENT:
+                    if not body:
+                        return None
+                    try:
+                        document = from_json(body)
+                    except ValueError:
+                        return None
+                if not self._embed_body:
+                    value = document
+                elif isinstance(document, dict):
+                    value = document.get(key, _ABSENT)
+                else:
+                    return None
+            else:
+                if kind is _Kind.COOKIE:
+                    if cookies is None:
+                        cookies = cookie_parser(headers.get("cookie", ""))
+                    source: Any = cookies
+                else:
+                    source = query if kind is _Kind.QUERY else headers
+                value = (source.getlist(key) or _ABSENT) if sequence else source.get(key, _ABSENT)
+            if value is not _ABSENT:
+                raw[name] = value
+        try:
+            validated = self._validator.model_validate(raw)
+        except ValidationError:
+            return None
+        return {name: getattr(validated, name) for name in raw}
+
+    def _body_from_wire(self, body: bytes | None) -> dict[str, Any]:
+        if not body:
+            document: Any = _ABSENT
+        else:
+            try:
+                document = json.loads(body)
+            except ValueError as exc:
+                param = self._body_params[0]
+                raise WrongTypeError(f"{self.endpoint_name}: the body is not JSON ({exc})", field=param.name) from None
+        values: dict[str, Any] = {}
+        for param in self._body_params:
+            if self._embed_body:
+                item = document.get(param.key, _ABSENT) if isinstance(document, dict) else _ABSENT
+            else:
+                item = document
+            if item is _ABSENT:
+                if param.field_info.is_required():
+                    raise MissingParamError(
+                        f"{self.endpoint_name}: the body lacks the required parameter {param.name!r}", param=param.name
+                    )
+                continue
+            parsed, errors = param.field.validate(item, {}, loc=("body", param.key))
+            if errors:
+                raise self._received_error(param, errors)
+            values[param.name] = parsed
+        return values
+
+    def _received_error(self, param: _Param, errors: Sequence[Any]) -> TaskArgumentError:
+        """The endpoint's refusal of what a request carries for `param`, naming it (and where inside it)."""
+        details = [e for e in errors if isinstance(e, Mapping)]
+        if details and details[0].get("type") == "missing" and len(details[0].get("loc", ())) <= 2:
+            return MissingParamError(
+                f"{self.endpoint_name}: {param.kind.value} parameter {param.name!r} is missing", param=param.name
+            )
+        described = "; ".join(
+            f"{'.'.join(str(part) for part in e.get('loc', ()))}: {e.get('msg', 'invalid')}"
+            + ("" if e.get("type") == "missing" else f" (got {_short(e.get('input'))})")
+            for e in details[:3]
+        )
+        return WrongTypeError(
+            f"{self.endpoint_name}: {param.kind.value} parameter {param.name!r} does not fit the endpoint: "
+            f"{described or 'invalid'}",
+            field=param.name,
+        )
 
     def wire_sizes(self, values: Mapping[str, Any]) -> list[tuple[str, int]]:
         """Each given parameter with the size of its wire form, largest first (for size errors)."""
@@ -589,6 +729,40 @@ def _short(value: Any) -> str:
 
 
 # --- analysis ------------------------------------------------------------------------------------------
+
+
+def _readers(found: Sequence[_Param]) -> tuple[tuple[str, _Kind, str, bool], ...] | None:
+    """How `RoutePlan._fast_from_wire` reads each parameter: `(name, kind, key, several values)`; None when one of
+    them needs FastAPI's own parsing (a query model, alias choices, a `Json` field, a cookie's sequence)."""
+    readers: list[tuple[str, _Kind, str, bool]] = []
+    for param in found:
+        info = param.field_info
+        if param.query_model or not (info.validation_alias is None or isinstance(info.validation_alias, str)):
+            return None
+        if any(type(item).__name__ == "Json" for item in info.metadata) or "Json" in repr(info.annotation):
+            return None
+        sequence = param.kind is not _Kind.BODY and _is_sequence(info.annotation)
+        if sequence and param.kind not in (_Kind.QUERY, _Kind.HEADER):
+            return None
+        key = param.key.lower() if param.kind is _Kind.HEADER else param.key
+        readers.append((param.name, param.kind, param.name if param.kind is _Kind.PATH else key, sequence))
+    return tuple(readers)
+
+
+def _is_sequence(annotation: Any) -> bool:
+    """Whether FastAPI reads every value of a query key or header for this type (a list, tuple, set, optional or
+    not). A wrong guess only costs the fast path: the value then fails validation and `from_wire` parses slowly."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _is_sequence(get_args(annotation)[0])
+    if origin in (Union, types.UnionType):
+        return any(_is_sequence(arg) for arg in get_args(annotation) if arg is not type(None))
+    kind = origin or annotation
+    return (
+        isinstance(kind, type)
+        and issubclass(kind, (list, tuple, set, frozenset, collections.abc.Sequence))
+        and not (issubclass(kind, (str, bytes)))
+    )
 
 
 def _single_method(route: APIRoute) -> str:

@@ -22,9 +22,18 @@ from google.cloud import scheduler_v1, tasks_v2
 from fastapi_gcp_tasks.build._job import JobConfig, JobSync, claim_job, release_job
 from fastapi_gcp_tasks.build._plan import RoutePlan
 from fastapi_gcp_tasks.build._task import DelayConfig, Delayer
+from fastapi_gcp_tasks.dispatch._sink import creating
 from fastapi_gcp_tasks.exception import RouteDefinitionError
 from fastapi_gcp_tasks.receive._auth import WorkerRoute
 from fastapi_gcp_tasks.receive._poison import PoisonPolicy, poison_route_class
+from fastapi_gcp_tasks.receive._record import (
+    AttemptRecorder,
+    Creation,
+    check_history,
+    endpoint_template,
+    location_of,
+    recording_route_class,
+)
 from fastapi_gcp_tasks.receive._retries import declared_retry_limit
 from fastapi_gcp_tasks.transport._clients import (
     AsyncClientSource,
@@ -93,8 +102,13 @@ def _positional_guard(name: str, args: tuple[Any, ...]) -> None:
         raise TypeError(f"{name}() takes keyword arguments only (the endpoint's parameter names)")
 
 
-def _base_route(poison_policy: PoisonPolicy | None) -> type[APIRoute]:
-    return WorkerRoute if poison_policy is None else poison_route_class(WorkerRoute, poison_policy)
+def _base_route(poison_policy: PoisonPolicy | None, history: Any = None, location: str | None = None) -> type[APIRoute]:
+    """The worker side of a builder's routes: authentication first, then the poison policy; history records
+    around both, so it sees the final answer (see `receive._record`)."""
+    base = WorkerRoute if poison_policy is None else poison_route_class(WorkerRoute, poison_policy)
+    if history is None:
+        return base
+    return recording_route_class(base, AttemptRecorder(history, location=location))
 
 
 def delayed_route_class(
@@ -103,9 +117,11 @@ def delayed_route_class(
     client: Any,
     is_async: bool,
     poison_policy: PoisonPolicy | None = None,
+    history: Any = None,
 ) -> type[APIRoute]:
     """The route class returned by `DelayedRouteBuilder` / `AsyncDelayedRouteBuilder`."""
     DelayConfig.create(builder_options)  # a bad builder argument fails where the builder is called
+    history = check_history(history)
     sync_source: SyncClientSource[tasks_v2.CloudTasksClient] | None = None
     async_source: AsyncClientSource[tasks_v2.CloudTasksAsyncClient] | None = None
     if is_async:
@@ -118,7 +134,9 @@ def delayed_route_class(
         auto_create_queue=bool(builder_options.get("auto_create_queue", True)),
     )
 
-    class DelayedTaskRoute(_base_route(poison_policy)):  # type: ignore[misc]
+    location = location_of(builder_options.get("queue_path"))
+
+    class DelayedTaskRoute(_base_route(poison_policy, history, location)):  # type: ignore[misc]
         task_plan: RoutePlan
         task_delayer: Delayer
 
@@ -130,8 +148,9 @@ def delayed_route_class(
             endpoint_defaults: Mapping[str, Any] = getattr(endpoint, DEFAULT_OPTIONS_ATTR, None) or {}
             self._task_defaults = {**builder_options, **endpoint_defaults}
             self._retry_limit = declared_retry_limit(self.dependant)
+            self._task_history = check_history(self._task_defaults.pop("history", history))
             self.task_delayer = self._delayer(self._task_defaults, endpoint_defaults.get("client"))
-            delay = _DelayHandle(self.task_delayer, is_async=is_async).delay
+            delay = _DelayHandle(self.task_delayer, is_async=is_async, history=self._task_history, route=self).delay
             functools.update_wrapper(delay, endpoint, assigned=("__module__", "__qualname__", "__doc__"))
             _attach(self, {"delay": delay, "options": self.task_options})
 
@@ -151,7 +170,9 @@ def delayed_route_class(
             merged = {**self._task_defaults, **options}
             if "base_url" in options and "callback_base_url" not in options:
                 merged.pop("callback_base_url", None)
-            return _DelayHandle(self._delayer(merged, options.get("client")), is_async=is_async)
+            chosen = check_history(merged.pop("history")) if "history" in merged else self._task_history
+            delayer = self._delayer(merged, options.get("client"))
+            return _DelayHandle(delayer, is_async=is_async, history=chosen, route=self)
 
     return DelayedTaskRoute
 
@@ -161,19 +182,43 @@ class _DelayHandle:
 
     __slots__ = ("_delayer", "delay")
 
-    def __init__(self, delayer: Delayer, *, is_async: bool) -> None:
+    def __init__(self, delayer: Delayer, *, is_async: bool, history: Any = None, route: APIRoute | None = None) -> None:
         self._delayer = delayer
-        if is_async:
+        method = delayer.plan.method
+        endpoint = "" if route is None else endpoint_template(route)
+        if is_async and history is None:
 
             async def delay(*args: Any, **values: Any) -> tasks_v2.Task:
                 _positional_guard("delay", args)
                 return await delayer.delay_async(values)
 
-        else:
+        elif is_async:
+
+            async def delay(*args: Any, **values: Any) -> tasks_v2.Task:
+                _positional_guard("delay", args)
+                creation = Creation.start(history, endpoint, method, values)
+                with creating(creation):
+                    task = await delayer.delay_async(values)
+                if creation is not None and not creation.deferred:
+                    creation.created(task, "immediate")
+                return task
+
+        elif history is None:
 
             def delay(*args: Any, **values: Any) -> tasks_v2.Task:  # type: ignore[misc]
                 _positional_guard("delay", args)
                 return delayer.delay(values)
+
+        else:
+
+            def delay(*args: Any, **values: Any) -> tasks_v2.Task:  # type: ignore[misc]
+                _positional_guard("delay", args)
+                creation = Creation.start(history, endpoint, method, values)
+                with creating(creation):
+                    task = delayer.delay(values)
+                if creation is not None and not creation.deferred:
+                    creation.created(task, "immediate")
+                return task
 
         self.delay = delay
 
@@ -226,6 +271,7 @@ def scheduled_route_class(
     client: Any,
     is_async: bool,
     poison_policy: PoisonPolicy | None = None,
+    history: Any = None,
 ) -> type[APIRoute]:
     """The route class returned by `ScheduledRouteBuilder` / `AsyncScheduledRouteBuilder`."""
     JobConfig.create(name="check", schedule="* * * * *", options=builder_options, label="ScheduledRouteBuilder")
@@ -236,8 +282,10 @@ def scheduled_route_class(
         return {"sync_source": sync_scheduler_source(chosen), "async_source": None}
 
     default_sources = sources(client)
+    history = check_history(history)
+    location = location_of(builder_options.get("location_path"))
 
-    class ScheduledTaskRoute(_base_route(poison_policy)):  # type: ignore[misc]
+    class ScheduledTaskRoute(_base_route(poison_policy, history, location)):  # type: ignore[misc]
         task_plan: RoutePlan
 
         def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:

@@ -241,10 +241,13 @@ class Ledger:
         """Record `outcome` for the tasks of `indices` still open; returns how many that was."""
         if not indices:
             return 0
-        count = len(self._close(indices))
-        if count:
-            self.config.count(**{outcome: count})
-        return count
+        closed = self._close(indices)
+        if closed:
+            self.config.count(**{outcome: len(closed)})
+            if outcome == "created":
+                for index in closed:
+                    self.tasks[index].mark_created("buffered")
+        return len(closed)
 
     def lose(self, lost: Sequence[tuple[int, BaseException]], why: str) -> int:
         """Settle as lost, logging each task still open at ERROR with its name, `why` and its error."""

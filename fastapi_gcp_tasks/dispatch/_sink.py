@@ -14,14 +14,14 @@ from __future__ import annotations
 import contextlib
 import contextvars
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
 
 from google.cloud import tasks_v2
 
 from fastapi_gcp_tasks.exception import FastAPIGCPTasksError
 
-__all__ = ["PreparedTask", "TaskSender", "TaskSink", "current_sink", "use_sink"]
+__all__ = ["CreationHook", "PreparedTask", "TaskSender", "TaskSink", "creating", "current_sink", "use_sink"]
 
 
 @runtime_checkable
@@ -48,6 +48,39 @@ class TaskSender(Protocol):
         ...
 
 
+class CreationHook(Protocol):
+    """Told when the task of one `.delay()` exists (task history, `receive._record.Creation`)."""
+
+    deferred: bool
+    """Set when a sink took the task: the sink, not `.delay()`, then reports its creation."""
+
+    def created(self, task: Any, mode: Any, /) -> None:
+        """The task (a `tasks_v2.Task` or its protobuf) exists; `mode` is how it was created."""
+        ...
+
+
+_creating: contextvars.ContextVar[CreationHook | None] = contextvars.ContextVar(
+    "fastapi_gcp_tasks_creating", default=None
+)
+
+
+@contextlib.contextmanager
+def creating(hook: CreationHook | None) -> Iterator[None]:
+    """Within the block (one `.delay()`), a `PreparedTask` made for a sink carries `hook`."""
+    token = _creating.set(hook)
+    try:
+        yield
+    finally:
+        _creating.reset(token)
+
+
+def _claim_creation() -> CreationHook | None:
+    hook = _creating.get()
+    if hook is not None:
+        hook.deferred = True
+    return hook
+
+
 @dataclass(frozen=True, slots=True)
 class PreparedTask:
     """A validated, fully built task that has not been created yet.
@@ -59,6 +92,13 @@ class PreparedTask:
     request: tasks_v2.CreateTaskRequest
     timeout: float
     sender: TaskSender
+    creation: CreationHook | None = field(default_factory=_claim_creation, compare=False, repr=False)
+    """Who to tell once the task exists (task history); taken from the `.delay()` that made the task."""
+
+    def mark_created(self, mode: str) -> None:
+        """Tell the task's creation hook, if any, that the sink has created the task (`mode`: how)."""
+        if self.creation is not None:
+            self.creation.created(self.request._pb.task, mode)
 
     @property
     def name(self) -> str:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING as _TYPE_CHECKING
 
 from fastapi_gcp_tasks._lazy import lazy_exports as _lazy_exports
 
-_missing = [name for name in ("hpack", "h11") if _importlib_util.find_spec(name) is None]
+_missing = [name for name in ("hpack", "h11", "uvicorn") if _importlib_util.find_spec(name) is None]
 if _missing:  # pragma: no cover - exercised in a subprocess by the tests
     raise ImportError(
         'the emulator needs the "emulator" extra: pip install "fastapi-gcp-tasks[emulator]"', name=_missing[0]

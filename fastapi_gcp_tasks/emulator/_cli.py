@@ -27,10 +27,12 @@ from fastapi_gcp_tasks._cli_options import (
 __all__ = ["register"]
 
 _ENV = "FASTAPI_GCP_TASKS_EMULATOR_"
-KEPT_DELIVERIES = 0
-"""Delivery records the command keeps in memory: none. Nothing outside the process can read them (each
-attempt's log line is its record), and every record holds its task's body: 10,000 kept 96 MB after 120
-tasks of 900 KB."""
+KEPT_DELIVERIES = 1_000
+"""Delivery records the command keeps by default, for its console's task pages (each attempt's log line is its
+record too)."""
+KEPT_BODY_BYTES = 1024
+"""How much of each kept record's request body the command keeps: whole bodies made 10,000 records hold 96 MB
+after 120 tasks of 900 KB; with this bound 1,000 records hold about 2 MB whatever the tasks weigh."""
 
 
 def register(subparsers: Any) -> None:
@@ -49,7 +51,7 @@ def register(subparsers: Any) -> None:
         "--http-port",
         env=_ENV + "HTTP_PORT",
         type=port,
-        help="port of the OIDC discovery document and JWKS (default: gRPC port + 1)",
+        help="HTTP port of the REST transport and the OIDC discovery document and JWKS (default: gRPC port + 1)",
     )
     env_queues = (env_value(_ENV + "QUEUES") or "").replace(",", " ").split()
     parser.add_argument(
@@ -75,6 +77,23 @@ def register(subparsers: Any) -> None:
         default=3600.0,
         type=float,
         help="how long a finished task's name stays taken (default 3600)",
+    )
+    env_option(
+        parser,
+        "--queue-tombstone-seconds",
+        env=_ENV + "QUEUE_TOMBSTONE_SECONDS",
+        default=3600.0,
+        type=float,
+        help="how long a deleted queue's name cannot be used again (default 3600)",
+    )
+    env_option(
+        parser,
+        "--keep-deliveries",
+        env=_ENV + "KEEP_DELIVERIES",
+        default=KEPT_DELIVERIES,
+        type=int,
+        help=f"attempts the console shows, newest kept, each with the first {KEPT_BODY_BYTES} bytes of its body"
+        f" (default {KEPT_DELIVERIES}; 0 keeps none)",
     )
     add_logging_options(parser, _ENV)
     add_debug_option(parser)
@@ -102,7 +121,9 @@ def run(args: argparse.Namespace) -> int:
             queues=queues,
             auto_create_queues=args.auto_create_queues,
             tombstone_seconds=args.tombstone_seconds,
-            keep_deliveries=KEPT_DELIVERIES,
+            queue_tombstone_seconds=args.queue_tombstone_seconds,
+            keep_deliveries=args.keep_deliveries,
+            kept_body_bytes=KEPT_BODY_BYTES,
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
@@ -121,8 +142,9 @@ async def _serve(server: Any, queues: list[str], log: logging.Logger) -> None:
             loop.add_signal_handler(signum, stop.set)
     try:
         await server.start()
-        log.info("Cloud Tasks + Cloud Scheduler emulator on %s (gRPC)", server.address)
+        log.info("Cloud Tasks + Cloud Scheduler emulator on %s (gRPC) and %s (REST)", server.address, server.http_url)
         log.info("OIDC issuer %s (JWKS at %s/jwks)", server.issuer, server.issuer)
+        log.info("console: %s/ (this machine only)", server.http_url)
         for queue in queues:
             log.info("queue %s", queue)
         log.info("point clients at it with: export FASTAPI_GCP_TASKS_EMULATOR_HOST=%s", server.address)

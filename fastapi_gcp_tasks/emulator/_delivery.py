@@ -23,6 +23,7 @@ import httpx
 from fastapi_gcp_tasks.emulator._clock import SystemClock, call_at
 from fastapi_gcp_tasks.emulator._http_pool import KEPT_HEADERS, Answer, ConnectionPool, target_of
 from fastapi_gcp_tasks.emulator._types import (
+    RESPONSE_EXCERPT_BYTES,
     Clock,
     Deliverer,
     DeliveryRecord,
@@ -73,7 +74,8 @@ class AsyncASGIDeliverer:
             client = self._client = httpx.AsyncClient(transport=transport, timeout=None, follow_redirects=False)
         response = await client.request(method, url_of(url), headers=headers, content=body or None)
         kept = {name: response.headers[name] for name in KEPT_HEADERS if name in response.headers}
-        return Answer(response.status_code, kept, response.headers.get("location"))
+        excerpt = response.content[:RESPONSE_EXCERPT_BYTES]
+        return Answer(response.status_code, kept, response.headers.get("location"), excerpt)
 
     async def aclose(self) -> None:
         """Close the client."""
@@ -122,7 +124,9 @@ async def _attempt(send: _Send, request: DeliveryRequest) -> DeliveryResult:
         return DeliveryResult.deadline_passed(request, time.perf_counter() - started)
     except Exception as exc:  # noqa: BLE001 - a broken target must never break the emulator; it is reported
         return DeliveryResult(None, time.perf_counter() - started, error=f"{type(exc).__name__}: {exc}")
-    return DeliveryResult(answer.status, time.perf_counter() - started, headers=answer.headers, error=error)
+    return DeliveryResult(
+        answer.status, time.perf_counter() - started, headers=answer.headers, error=error, excerpt=answer.excerpt
+    )
 
 
 async def follow_redirects(send: _Send, request: DeliveryRequest) -> tuple[Answer, str | None]:
@@ -181,10 +185,13 @@ class RecordingDeliverer:
     measured on that clock, so moving the clock past it times out a hanging worker without waiting.
     """
 
-    def __init__(self, inner: Deliverer, clock: Clock, *, keep: int | None = 10_000) -> None:
-        """Keep the last `keep` records (all of them when None)."""
+    def __init__(
+        self, inner: Deliverer, clock: Clock, *, keep: int | None = 10_000, body_limit: int | None = None
+    ) -> None:
+        """Keep the last `keep` records (all of them when None), each with at most `body_limit` bytes of its body."""
         self.inner = inner
         self.clock = clock
+        self.body_limit = body_limit
         self._records: collections.deque[DeliveryRecord] = collections.deque(maxlen=keep)
         self._lock = threading.Lock()
 
@@ -198,10 +205,11 @@ class RecordingDeliverer:
         """Make the attempt through the wrapped deliverer, then record and log it."""
         when = self.clock.now()
         result = await deliver_on_clock(self.inner, request, self.clock, when)
-        record = DeliveryRecord.of(request, result, when)
-        with self._lock:
-            self._records.append(record)
         gave_up = _gave_up(result) if result.ok else None
+        if self._records.maxlen != 0:  # keeping none: no record to build for every delivery
+            record = DeliveryRecord.of(request, result, when, body_limit=self.body_limit, gave_up=gave_up is not None)
+            with self._lock:
+                self._records.append(record)
         level = logging.INFO if result.ok and gave_up is None else logging.WARNING
         if logger.isEnabledFor(level):
             if result.status is None:

@@ -1,4 +1,4 @@
-"""`Emulator`: both services on one local gRPC port, run in a background thread or on the caller's loop."""
+"""`Emulator`: both services on local gRPC and REST ports, run in a background thread or on the caller's loop."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 import threading
 from collections.abc import Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi_gcp_tasks.emulator._server import EmulatorServer
 from fastapi_gcp_tasks.emulator._types import Clock, DeliveryRecord
@@ -21,11 +21,15 @@ from fastapi_gcp_tasks.transport._clients import (
 if TYPE_CHECKING:
     from google.cloud import scheduler_v1, tasks_v2
 
-__all__ = ["Emulator"]
+__all__ = ["Emulator", "Transport"]
+
+Transport = Literal["grpc", "rest"]
+"""How an official sync client talks to the emulator: gRPC (HTTP/2), or REST (HTTP/1.1 + JSON)."""
+_TRANSPORTS = ("grpc", "rest")
 
 
 class Emulator:
-    """Cloud Tasks and Cloud Scheduler on one local gRPC port, delivering over HTTP or into an ASGI app."""
+    """Cloud Tasks and Cloud Scheduler on a local gRPC port and REST port, delivering over HTTP or into an ASGI app."""
 
     def __init__(
         self,
@@ -36,6 +40,7 @@ class Emulator:
         clock: Clock | None = None,
         deliver_to: Any = None,
         tombstone_seconds: float = 3600.0,
+        queue_tombstone_seconds: float = 3600.0,
         queues: Iterable[str] = (),
         auto_create_queues: bool = False,
         keep_deliveries: int | None = 10_000,
@@ -45,12 +50,14 @@ class Emulator:
         Args:
             host: address to bind; keep the loopback default unless you know who can reach it.
             port: gRPC port, 0 for any free one (see `address`).
-            http_port: port of the OIDC discovery document and JWKS; by default `port + 1`, or any free
-                one when `port` is 0.
+            http_port: HTTP port of the REST transport and of the OIDC discovery document and JWKS; by
+                default `port + 1`, or any free one when `port` is 0 (see `http_url`).
             clock: a `ManualClock` to move time by hand in tests; real time by default.
             deliver_to: an ASGI app (a FastAPI instance) to deliver into without sockets; by default
                 tasks and jobs are delivered over HTTP to their URLs.
             tombstone_seconds: how long the name of a finished or deleted task stays taken.
+            queue_tombstone_seconds: how long a deleted queue's name cannot be used again
+                (FAILED_PRECONDITION; Google documents up to 3 days); 0 frees it at once.
             queues: full queue paths to create at start (and again after `reset()`).
             auto_create_queues: create a missing queue on its first task instead of answering NOT_FOUND
                 (the real service never does this).
@@ -63,6 +70,7 @@ class Emulator:
             clock=clock,
             deliver_to=deliver_to,
             tombstone_seconds=tombstone_seconds,
+            queue_tombstone_seconds=queue_tombstone_seconds,
             queues=queues,
             auto_create_queues=auto_create_queues,
             keep_deliveries=keep_deliveries,
@@ -70,8 +78,8 @@ class Emulator:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._started = False
-        self._tasks_client: tasks_v2.CloudTasksClient | None = None
-        self._scheduler_client: scheduler_v1.CloudSchedulerClient | None = None
+        self._tasks_clients: dict[str, tasks_v2.CloudTasksClient] = {}
+        self._scheduler_clients: dict[str, scheduler_v1.CloudSchedulerClient] = {}
 
     # running -----------------------------------------------------------------------------------------------------
 
@@ -160,6 +168,12 @@ class Emulator:
         return self._server.port
 
     @property
+    def http_url(self) -> str:
+        """`http://host:port` of the HTTP port: the REST endpoint (`ClientOptions(api_endpoint=...)`), the issuer."""
+        self._check_started()
+        return self._server.http_url
+
+    @property
     def issuer(self) -> str:
         """The `iss` claim of the OIDC tokens the emulator signs (its discovery base URL)."""
         self._check_started()
@@ -177,19 +191,30 @@ class Emulator:
 
     # clients -----------------------------------------------------------------------------------------------------
 
-    def tasks_client(self) -> tasks_v2.CloudTasksClient:
-        """The official sync Cloud Tasks client for this emulator (one per emulator, closed with it)."""
-        self._refuse_sync_client_on_own_loop("tasks_client")
-        if self._tasks_client is None:
-            self._tasks_client = TASKS.connect(self.address)
-        return self._tasks_client
+    def tasks_client(self, transport: Transport = "grpc") -> tasks_v2.CloudTasksClient:
+        """The official sync Cloud Tasks client for this emulator (one per emulator and transport, closed with it).
 
-    def scheduler_client(self) -> scheduler_v1.CloudSchedulerClient:
-        """The official sync Cloud Scheduler client for this emulator (one per emulator, closed with it)."""
+        `transport="rest"` speaks HTTP/1.1 + JSON to `http_url`, as the client's `transport="rest"` does.
+        """
+        self._refuse_sync_client_on_own_loop("tasks_client")
+        client = self._tasks_clients.get(_check_transport(transport))
+        if client is None:
+            client = self._tasks_clients[transport] = self._connect(TASKS, transport)
+        return client
+
+    def scheduler_client(self, transport: Transport = "grpc") -> scheduler_v1.CloudSchedulerClient:
+        """The official sync Cloud Scheduler client for this emulator (one per emulator and transport, closed with it).
+
+        `transport="rest"` speaks HTTP/1.1 + JSON to `http_url`, as the client's `transport="rest"` does.
+        """
         self._refuse_sync_client_on_own_loop("scheduler_client")
-        if self._scheduler_client is None:
-            self._scheduler_client = SCHEDULER.connect(self.address)
-        return self._scheduler_client
+        client = self._scheduler_clients.get(_check_transport(transport))
+        if client is None:
+            client = self._scheduler_clients[transport] = self._connect(SCHEDULER, transport)
+        return client
+
+    def _connect(self, kind: Any, transport: str) -> Any:
+        return kind.connect_rest(self.http_url) if transport == "rest" else kind.connect(self.address)
 
     def async_tasks_client(self) -> tasks_v2.CloudTasksAsyncClient:
         """A new official async Cloud Tasks client, bound to the calling event loop."""
@@ -215,10 +240,11 @@ class Emulator:
             )
 
     def _close_clients(self) -> None:
-        for client in (self._tasks_client, self._scheduler_client):
-            if client is not None:
-                client.transport.close()  # type: ignore[no-untyped-call, unused-ignore]
-        self._tasks_client = self._scheduler_client = None
+        clients: list[Any] = [*self._tasks_clients.values(), *self._scheduler_clients.values()]
+        self._tasks_clients.clear()
+        self._scheduler_clients.clear()
+        for client in clients:
+            client.transport.close()
 
     # inspection --------------------------------------------------------------------------------------------------
 
@@ -281,3 +307,9 @@ class Emulator:
             return function()
 
         return asyncio.run_coroutine_threadsafe(call(), self._loop).result()
+
+
+def _check_transport(transport: str) -> str:
+    if transport not in _TRANSPORTS:
+        raise ValueError(f"transport must be 'grpc' or 'rest', got {transport!r}")
+    return transport

@@ -40,6 +40,8 @@ class HPACKDecoder:
         self._max_size = table_size_limit  # what the encoder chose, at most the limit
         self._size = 0
         self._dynamic: collections.deque[tuple[str, str]] = collections.deque()  # newest first
+        self.list_size = 0
+        """The size of the last header list decoded, as RFC 7541 4.1 counts it (name + value + 32 a field)."""
 
     def decode(self, block: bytes) -> list[tuple[str, str]]:
         """The (name, value) pairs of one complete header block."""
@@ -72,6 +74,7 @@ class HPACKDecoder:
                     headers.append(header)  # over the limit, decode on (for the dynamic table) but keep nothing
         except IndexError:
             raise HPACKError("a truncated header block") from None
+        self.list_size = list_size
         if list_size > self.max_header_list_size:
             raise HeaderListTooLargeError(f"the header list is larger than {self.max_header_list_size} bytes")
         return headers

@@ -27,6 +27,7 @@ from urllib.parse import quote, urlsplit
 import h11
 
 from fastapi_gcp_tasks.build._wire import HEADER_NAME
+from fastapi_gcp_tasks.emulator._types import RESPONSE_EXCERPT_BYTES
 
 __all__ = ["KEPT_HEADERS", "MAX_HEAD", "MAX_RESPONSE_BODY", "Answer", "ConnectionPool", "Target", "target_of"]
 
@@ -55,6 +56,8 @@ class Answer:
     headers: Mapping[str, str]
     """`retry-after` and `x-gcp-tasks-gave-up` when the response had them (lowercase names)."""
     location: str | None = None
+    excerpt: bytes = b""
+    """The start of the body (`RESPONSE_EXCERPT_BYTES` at most)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +116,50 @@ class _StaleConnectionError(Exception):
     """A kept-alive connection ended before any byte of the response: the request may go on a fresh one."""
 
 
+def _request_event(method: str) -> h11.Request:
+    """The h11 request event for `method`: h11 checks the method once and learns from it how to read the answer.
+
+    The pool writes the request itself; h11 needs only the method (a HEAD answer has no body), so one
+    event per method serves every request and h11's checks of it run once, not per delivery.
+    """
+    event = _REQUEST_EVENTS.get(method)
+    if event is None:
+        event = h11.Request(method=method, target=b"/", headers=[(b"Host", b"-")])
+        if len(_REQUEST_EVENTS) < _MAX_CACHED:
+            _REQUEST_EVENTS[method] = event
+    return event
+
+
+def _name_line(name: str) -> bytes:
+    """The bytes that start `name`'s header line, b"" for a framing header the pool writes itself.
+
+    Checked once per name (a token, RFC 9110 5.6.2) and remembered: a task's header names repeat from
+    delivery to delivery, so the check stays off the hot path.
+    """
+    line = _NAME_LINES.get(name)
+    if line is None:
+        if HEADER_NAME.fullmatch(name) is None:
+            raise ValueError(f"header {name!r} cannot be sent: its name is not a token")
+        line = b"" if name.lower() in _FRAMING else b"\r\n" + name.encode("ascii") + b": "
+        if len(_NAME_LINES) < _MAX_CACHED:
+            _NAME_LINES[name] = line
+    return line
+
+
+def _check_values(headers: Mapping[str, str]) -> None:
+    """Refuse a header value with a line break or NUL (one search over all values; the culprit named after)."""
+    if _BREAKS.search("".join(headers.values())) is not None:
+        name = next(name for name, value in headers.items() if _BREAKS.search(value) is not None)
+        raise ValueError(f"header {name!r} cannot be sent: a line break in its value")
+
+
+_REQUEST_EVENTS: dict[str, h11.Request] = {}
+_NAME_LINES: dict[str, bytes] = {}
+_MAX_CACHED = 1024
+"""Bound of each cache above: past it, names and methods are still checked, just not remembered."""
+_END = h11.EndOfMessage()
+
+
 class _Connection(asyncio.Protocol):
     """One HTTP/1.1 connection, driven by h11; `idle` while it waits in the pool."""
 
@@ -122,7 +169,11 @@ class _Connection(asyncio.Protocol):
         self.idle = False
         self.ended = False
         self.received = False
+        """A byte of the current exchange's answer arrived (before it, a closed connection was only stale)."""
+        self.unread = False
+        """Bytes or the end arrived since h11 last said NEED_DATA."""
         self._waiter: asyncio.Future[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def usable(self) -> bool:
@@ -131,6 +182,7 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        self._loop = asyncio.get_running_loop()
 
     def data_received(self, data: bytes) -> None:
         if self.idle:
@@ -138,6 +190,7 @@ class _Connection(asyncio.Protocol):
             self.close()
             return
         self.received = True
+        self.unread = True
         self.h11.receive_data(data)
         self._wake()
 
@@ -152,6 +205,7 @@ class _Connection(asyncio.Protocol):
         if not self.ended:
             self.ended = True
             if not self.idle:
+                self.unread = True
                 self.h11.receive_data(b"")
         self._wake()
 
@@ -160,6 +214,13 @@ class _Connection(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    async def _wait(self) -> None:
+        """Wait for bytes or the end of the connection."""
+        self.unread = False
+        assert self._loop is not None
+        self._waiter = self._loop.create_future()
+        await self._waiter
+
     def close(self) -> None:
         self.ended = True
         if self.transport is not None:
@@ -167,30 +228,37 @@ class _Connection(asyncio.Protocol):
 
     async def exchange(self, method: str, target: Target, headers: Mapping[str, str], body: bytes) -> Answer:
         """Send one request and read its final response to the end; the connection is then reusable or closed."""
+        # The request is written here (its framing is only Content-Length); h11 is told what it needs to
+        # read the answer, the method, which keeps its checks of the request off the hot path.
+        request_event = _request_event(method)
+        head = [method.encode("ascii"), b" ", target.request_target, b" HTTP/1.1\r\nHost: ", target.host_header]
+        names = _NAME_LINES
+        for name, value in headers.items():
+            line = names.get(name)
+            if line is None:
+                line = _name_line(name)
+            if line:
+                head += (line, value.encode("utf-8"))
+        _check_values(headers)
+        if body or method in _BODY_METHODS:
+            head += (b"\r\nContent-Length: ", str(len(body)).encode("ascii"))
+        head += (b"\r\n\r\n", body)
         self.idle = False
         self.received = False
-        head = [method.encode("ascii"), b" ", target.request_target, b" HTTP/1.1\r\nHost: ", target.host_header]
-        for name, value in headers.items():
-            if HEADER_NAME.fullmatch(name) is None or _BREAKS.search(value) is not None:
-                raise ValueError(f"header {name!r} cannot be sent: not a token, or a line break in its value")
-            if name.lower() in _FRAMING:
-                continue
-            head += [b"\r\n", name.encode("ascii"), b": ", value.encode("utf-8")]
-        if body or method in _BODY_METHODS:
-            head += [b"\r\nContent-Length: ", str(len(body)).encode("ascii")]
-        head.append(b"\r\n\r\n")
-        # The request is written here (its framing is only Content-Length); h11 is told what it needs to
-        # read the answer, the method (a HEAD answer has no body), which keeps its header checks off the
-        # hot path.
         connection = self.h11
-        connection.send(h11.Request(method=method, target=target.request_target, headers=[(b"Host", b"-")]))
-        connection.send(h11.EndOfMessage())
+        connection.send(request_event)
+        connection.send(_END)
         assert self.transport is not None
-        self.transport.write(b"".join(head) + body)
+        self.transport.write(b"".join(head))
         status = 0
         kept: dict[str, str] = {}
         location: str | None = None
         body_bytes = 0
+        excerpt = b""
+        # Nothing of the answer can be there yet unless bytes arrived before the request (bytes arriving on
+        # an idle connection retire it): wait first rather than ask h11 for what it cannot have.
+        if not self.unread:
+            await self._wait()
         while True:
             try:
                 event = connection.next_event()
@@ -199,23 +267,25 @@ class _Connection(asyncio.Protocol):
                     raise _StaleConnectionError from None
                 raise
             if event is h11.NEED_DATA:
-                self._waiter = asyncio.get_running_loop().create_future()
-                await self._waiter
-            elif isinstance(event, h11.Response):
+                await self._wait()
+            elif type(event) is h11.Data:
+                if body_bytes < RESPONSE_EXCERPT_BYTES:
+                    excerpt += bytes(event.data[: RESPONSE_EXCERPT_BYTES - body_bytes])
+                body_bytes += len(event.data)
+                if body_bytes > MAX_RESPONSE_BODY:
+                    self.close()
+                    return Answer(status, kept, location, excerpt)
+            elif type(event) is h11.Response:
                 status = event.status_code
-                for field, raw in event.headers:
+                for field, raw in event.headers.raw_items():
+                    field = field.lower()
                     if field in _KEPT_NAMES:
                         kept[field.decode("ascii")] = raw.decode("latin-1")
                     elif field == b"location":
                         location = _text(raw)
-            elif isinstance(event, h11.Data):
-                body_bytes += len(event.data)
-                if body_bytes > MAX_RESPONSE_BODY:
-                    self.close()
-                    return Answer(status, kept, location)
-            elif isinstance(event, h11.EndOfMessage):
+            elif type(event) is h11.EndOfMessage:
                 break
-            elif isinstance(event, h11.ConnectionClosed):
+            elif type(event) is h11.ConnectionClosed:
                 if not self.received:
                     raise _StaleConnectionError
                 raise h11.RemoteProtocolError("the connection closed before the response ended")
@@ -228,9 +298,10 @@ class _Connection(asyncio.Protocol):
         ):
             connection.start_next_cycle()
             self.idle = True
+            self.unread = False
         else:
             self.close()
-        return Answer(status, kept, location)
+        return Answer(status, kept, location, excerpt)
 
 
 class ConnectionPool:

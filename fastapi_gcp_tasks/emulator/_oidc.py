@@ -1,14 +1,13 @@
 """OIDC tokens for tasks with `http_request.oidc_token`, and the documents a worker needs to verify them.
 
 Each emulator signs with its own RSA key (RS256), generated on first use because it costs tens of
-milliseconds. The discovery document and the JWKS are served over plain HTTP on loopback so a worker
-in development can verify tokens the way it verifies Google's, with the emulator's issuer instead.
+milliseconds. The discovery document and the JWKS are served over plain HTTP on the emulator's HTTP port
+(`_http_server.py`) so a worker in development can verify tokens the way it verifies Google's, with the
+emulator's issuer instead.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -18,7 +17,7 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-__all__ = ["OIDCServer", "TokenSigner"]
+__all__ = ["TokenSigner"]
 
 TOKEN_LIFETIME = dt.timedelta(hours=1)
 
@@ -73,56 +72,3 @@ class TokenSigner:
             "subject_types_supported": ["public"],
             "claims_supported": ["aud", "azp", "email", "email_verified", "exp", "iat", "iss", "sub"],
         }
-
-
-class OIDCServer:
-    """A minimal HTTP/1.1 server for `/.well-known/openid-configuration` and `/jwks` (GET only)."""
-
-    def __init__(self, signer: TokenSigner) -> None:
-        self.signer = signer
-        self._server: asyncio.Server | None = None
-
-    async def start(self, host: str, port: int) -> int:
-        """Listen on `host:port` (0 picks a free port); returns the port."""
-        self._server = await asyncio.start_server(self._handle, host, port)
-        return int(self._server.sockets[0].getsockname()[1])
-
-    async def stop(self) -> None:
-        """Stop listening and close open connections."""
-        if self._server is not None:
-            server, self._server = self._server, None
-            server.close()
-            close_clients = getattr(server, "close_clients", None)
-            if close_clients is not None:
-                close_clients()
-            await server.wait_closed()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            async with asyncio.timeout(10):
-                head = await reader.readuntil(b"\r\n\r\n")
-            method, _, rest = head.split(b"\r\n", 1)[0].decode("latin-1").partition(" ")
-            path = rest.partition(" ")[0].partition("?")[0]
-            status, document = self._route(method, path)
-            body = json.dumps(document).encode()
-            writer.write(
-                f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-                "Cache-Control: no-store\r\nConnection: close\r\n\r\n".encode("latin-1")
-                + body
-            )
-            await writer.drain()
-        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
-
-    def _route(self, method: str, path: str) -> tuple[str, dict[str, Any]]:
-        if method != "GET":
-            return "405 Method Not Allowed", {"error": "only GET is served"}
-        if path == "/.well-known/openid-configuration":
-            return "200 OK", self.signer.discovery()
-        if path == "/jwks":
-            return "200 OK", self.signer.jwks()
-        return "404 Not Found", {"error": f"no document at {path}"}

@@ -12,8 +12,9 @@ INVALID_ARGUMENT.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import grpc
@@ -29,13 +30,16 @@ from fastapi_gcp_tasks.exception import TaskLimitError
 __all__ = [
     "METHODS",
     "POST",
+    "Method",
     "RpcError",
     "attempt_status",
     "backoff",
     "check_deadline",
     "check_http_target",
     "duration",
+    "grpc_handlers",
     "invalid",
+    "invoke",
     "rpc_code",
     "seconds",
     "unary_handler",
@@ -61,6 +65,47 @@ def invalid(message: str) -> RpcError:
     return RpcError(grpc.StatusCode.INVALID_ARGUMENT, message)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Method:
+    """One RPC of a service: what both transports (gRPC and REST) dispatch to, so they cannot drift.
+
+    `call` takes the parsed request (a protobuf message of `request_type`) and returns the response
+    message; it is synchronous and runs inline on the emulator's event loop, whichever transport called.
+    """
+
+    service: str
+    """The full protobuf name of the service, like `google.cloud.tasks.v2.CloudTasks`."""
+    name: str
+    """The RPC's name, like `CreateTask`."""
+    call: Callable[[Any], Any]
+    request_type: Any
+    """The request message class (protobuf or proto-plus)."""
+
+    @property
+    def request_pb(self) -> Any:
+        """The protobuf class of the request (a proto-plus type's underlying message)."""
+        return self.request_type.pb() if hasattr(self.request_type, "pb") else self.request_type
+
+
+def grpc_handlers(methods: Iterable[Method]) -> list[grpc.GenericRpcHandler]:
+    """One generic gRPC handler per service among `methods`, each method served by `unary_handler`."""
+    by_service: dict[str, dict[str, grpc.RpcMethodHandler]] = {}
+    for method in methods:
+        by_service.setdefault(method.service, {})[method.name] = unary_handler(method.call, method.request_type)
+    return [grpc.method_handlers_generic_handler(service, handlers) for service, handlers in by_service.items()]
+
+
+def invoke(call: Callable[[Any], Any], request: Any) -> Any:
+    """`call(request)`; an unexpected exception is logged and becomes INTERNAL: the server lives on."""
+    try:
+        return call(request)
+    except RpcError:
+        raise
+    except Exception as exc:
+        logger.exception("emulator: internal error in %s", getattr(call, "__name__", call))
+        raise RpcError(grpc.StatusCode.INTERNAL, f"emulator internal error: {type(exc).__name__}: {exc}") from exc
+
+
 def unary_handler(method: Callable[[Any], Any], request_type: Any) -> grpc.RpcMethodHandler:
     """A synchronous unary handler: parses the request itself, then calls `method` and serializes its answer.
 
@@ -77,12 +122,9 @@ def unary_handler(method: Callable[[Any], Any], request_type: Any) -> grpc.RpcMe
         except (DecodeError, RecursionError, ValueError):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"the request is not a valid {type_name}")
         try:
-            return bytes(method(request).SerializeToString())
+            return bytes(invoke(method, request).SerializeToString())
         except RpcError as exc:
             context.abort(exc.code, exc.message)
-        except Exception as exc:
-            logger.exception("emulator: internal error in %s", getattr(method, "__name__", method))
-            context.abort(grpc.StatusCode.INTERNAL, f"emulator internal error: {type(exc).__name__}: {exc}")
         raise AssertionError("unreachable: context.abort raises")
 
     return grpc.unary_unary_rpc_method_handler(handle)

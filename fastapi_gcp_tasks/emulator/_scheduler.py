@@ -27,8 +27,6 @@ The RPC plumbing, the HTTP-target rules and the threading model are those of `_r
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import collections
 import contextlib
 import datetime as dt
@@ -55,15 +53,17 @@ from fastapi_gcp_tasks.emulator._delivery import deliver_on_clock, logger
 from fastapi_gcp_tasks.emulator._rpc import (
     METHODS,
     POST,
+    Method,
     RpcError,
     attempt_status,
     backoff,
     check_deadline,
     check_http_target,
+    grpc_handlers,
     invalid,
     seconds,
-    unary_handler,
 )
+from fastapi_gcp_tasks.emulator._tasks_validation import PageTokens, page
 from fastapi_gcp_tasks.emulator._types import Clock, Deliverer, DeliveryRecord, DeliveryRequest
 from fastapi_gcp_tasks.exception import TaskLimitError
 
@@ -196,16 +196,19 @@ class SchedulerService:
         deliverer: Deliverer,
         oidc_signer: Callable[[str, str], str] | None = None,
         keep_deliveries: int | None = 10_000,
+        body_limit: int | None = None,
     ) -> None:
         """`oidc_signer(audience, service_account_email)` returns a JWT; without it no token is sent.
 
-        `deliveries` keeps the last `keep_deliveries` attempts (all of them when None; each holds its body).
+        `deliveries` keeps the last `keep_deliveries` attempts (all of them when None), each with at most
+        `body_limit` bytes of its body (all of it when None).
         """
         if keep_deliveries is not None and keep_deliveries < 0:
             raise ValueError(f"keep_deliveries must be None or at least 0, got {keep_deliveries}")
         self._clock = clock
         self._deliverer = deliverer
         self._oidc_signer = oidc_signer
+        self.body_limit = body_limit
         self._jobs: dict[str, _StoredJob] = {}
         self._waiting: set[_Execution] = set()
         self._inflight: set[asyncio.Task[None]] = set()
@@ -213,6 +216,7 @@ class SchedulerService:
         self.deliveries: collections.deque[JobDelivery] = collections.deque(maxlen=keep_deliveries)
         """The latest attempts made (at most `keep_deliveries`), oldest first."""
         self._attempts_made = 0
+        self._page_tokens = PageTokens(lifetime=None)
 
     # lifecycle
 
@@ -268,19 +272,22 @@ class SchedulerService:
 
     # gRPC surface
 
+    def methods(self) -> list[Method]:
+        """The `google.cloud.scheduler.v1.CloudScheduler` RPCs, for the gRPC server and the REST gateway alike."""
+        return [
+            Method(SERVICE_NAME, "CreateJob", self._create_job, scheduler_v1.CreateJobRequest),
+            Method(SERVICE_NAME, "GetJob", self._get_job, scheduler_v1.GetJobRequest),
+            Method(SERVICE_NAME, "ListJobs", self._list_jobs, scheduler_v1.ListJobsRequest),
+            Method(SERVICE_NAME, "UpdateJob", self._update_job, scheduler_v1.UpdateJobRequest),
+            Method(SERVICE_NAME, "DeleteJob", self._delete_job, scheduler_v1.DeleteJobRequest),
+            Method(SERVICE_NAME, "PauseJob", self._pause_job, scheduler_v1.PauseJobRequest),
+            Method(SERVICE_NAME, "ResumeJob", self._resume_job, scheduler_v1.ResumeJobRequest),
+            Method(SERVICE_NAME, "RunJob", self._run_job, scheduler_v1.RunJobRequest),
+        ]
+
     def rpc_handlers(self) -> list[grpc.GenericRpcHandler]:
-        """The `google.cloud.scheduler.v1.CloudScheduler` service, for `server.add_generic_rpc_handlers`."""
-        handlers = {
-            "CreateJob": unary_handler(self._create_job, scheduler_v1.CreateJobRequest),
-            "GetJob": unary_handler(self._get_job, scheduler_v1.GetJobRequest),
-            "ListJobs": unary_handler(self._list_jobs, scheduler_v1.ListJobsRequest),
-            "UpdateJob": unary_handler(self._update_job, scheduler_v1.UpdateJobRequest),
-            "DeleteJob": unary_handler(self._delete_job, scheduler_v1.DeleteJobRequest),
-            "PauseJob": unary_handler(self._pause_job, scheduler_v1.PauseJobRequest),
-            "ResumeJob": unary_handler(self._resume_job, scheduler_v1.ResumeJobRequest),
-            "RunJob": unary_handler(self._run_job, scheduler_v1.RunJobRequest),
-        }
-        return [grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)]
+        """`methods()` as gRPC handlers, for `server.add_generic_rpc_handlers`."""
+        return grpc_handlers(self.methods())
 
     def _create_job(self, request: Any) -> Any:
         _check_parent(request.parent)
@@ -309,25 +316,19 @@ class SchedulerService:
         return self._view(self._find(request.name))
 
     def _list_jobs(self, request: Any) -> Any:
+        """ListJobs by name; `page_size` above 500 is capped to 500 ("The maximum page size is 500"), and the
+        opaque page token only continues a listing of the same parent."""
         _check_parent(request.parent)
-        if request.page_size < 0:
-            raise invalid(f"page_size must not be negative, got {request.page_size}")
-        size = min(request.page_size or SCHEDULER_LIST_PAGE_SIZE, SCHEDULER_LIST_PAGE_SIZE)
-        after = ""
-        if request.page_token:
-            try:
-                parent, _, after = base64.urlsafe_b64decode(request.page_token.encode()).decode().partition("\n")
-            except (binascii.Error, UnicodeError, ValueError):
-                raise invalid("page_token is not a token returned by ListJobs") from None
-            if parent != request.parent:
-                raise invalid("page_token was returned for another parent")
+        now = self._clock.now()
+        binding = f"ListJobs {request.parent}"
+        after = self._page_tokens.read(request.page_token, binding, now) if request.page_token else None
         prefix = request.parent + "/jobs/"
-        names = sorted(name for name in self._jobs if name.startswith(prefix) and name > after)
+        names = sorted(name for name in self._jobs if name.startswith(prefix))
+        chosen, more = page(names, request.page_size, after, lambda name: name, max_size=SCHEDULER_LIST_PAGE_SIZE)
         response = scheduler_v1.ListJobsResponse.pb()()
-        response.jobs.extend(self._view(self._jobs[name]) for name in names[:size])
-        if len(names) > size:
-            token = f"{request.parent}\n{names[size - 1]}".encode()
-            response.next_page_token = base64.urlsafe_b64encode(token).decode()
+        response.jobs.extend(self._view(self._jobs[name]) for name in chosen)
+        if more:
+            response.next_page_token = self._page_tokens.issue(binding, chosen[-1], now)
         return response
 
     def _update_job(self, request: Any) -> Any:
@@ -514,7 +515,14 @@ class SchedulerService:
         self._attempts_made += 1
         if self.deliveries.maxlen != 0:
             self.deliveries.append(
-                JobDelivery.of(request, result, started, schedule_time=execution.schedule_time, forced=execution.forced)
+                JobDelivery.of(
+                    request,
+                    result,
+                    started,
+                    body_limit=self.body_limit,
+                    schedule_time=execution.schedule_time,
+                    forced=execution.forced,
+                )
             )
         retry_at = None if result.ok else self._retry_time(execution)
         if retry_at is None:

@@ -1,9 +1,10 @@
-"""One gRPC server for Cloud Tasks and Cloud Scheduler, plus the OIDC documents over plain HTTP.
+"""Cloud Tasks and Cloud Scheduler on two ports: gRPC, and HTTP/1.1 (REST transport and OIDC documents).
 
 The gRPC server is our own (`_grpc_server.py`), on the event loop that starts `EmulatorServer`: a call
 costs a fraction of the CPU grpcio's Python server spends on it, and task creation is the emulator's hot
-path. Everything runs on that loop: the handlers, timers and deliveries. `Emulator` (in `__init__.py`)
-runs it in a background thread or under `async with`.
+path. The HTTP port (`_http_server.py`, uvicorn) serves the same `Method`s as REST on the same loop.
+Everything runs on that loop: the handlers, timers and deliveries. `Emulator` (in `__init__.py`) runs it
+in a background thread or under `async with`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from typing import Any
 from fastapi_gcp_tasks.emulator._clock import SystemClock
 from fastapi_gcp_tasks.emulator._delivery import AsyncASGIDeliverer, HttpDeliverer, RecordingDeliverer, logger
 from fastapi_gcp_tasks.emulator._grpc_server import GrpcServer
-from fastapi_gcp_tasks.emulator._oidc import OIDCServer, TokenSigner
+from fastapi_gcp_tasks.emulator._http_server import HttpServer
+from fastapi_gcp_tasks.emulator._oidc import TokenSigner
+from fastapi_gcp_tasks.emulator._rpc import Method, grpc_handlers
 from fastapi_gcp_tasks.emulator._tasks_service import TasksService
 from fastapi_gcp_tasks.emulator._types import Clock, Deliverer
 
@@ -41,7 +44,7 @@ def _url_host(host: str) -> str:
 
 
 class EmulatorServer:
-    """The gRPC server, both services and the OIDC document server, on the running event loop."""
+    """The gRPC server, the HTTP server (REST and OIDC documents) and both services, on the running event loop."""
 
     def __init__(
         self,
@@ -53,9 +56,11 @@ class EmulatorServer:
         deliver_to: Any = None,
         deliverer: Deliverer | None = None,
         tombstone_seconds: float = 3600.0,
+        queue_tombstone_seconds: float = 3600.0,
         queues: Iterable[str] = (),
         auto_create_queues: bool = False,
         keep_deliveries: int | None = 10_000,
+        kept_body_bytes: int | None = None,
         scheduler: bool = True,
     ) -> None:
         """See `Emulator` for the options; `deliverer` replaces the HTTP/ASGI deliverer entirely."""
@@ -72,13 +77,14 @@ class EmulatorServer:
             inner = AsyncASGIDeliverer(deliver_to)
         else:
             inner = HttpDeliverer()
-        self.recorder = RecordingDeliverer(inner, self.clock, keep=keep_deliveries)
+        self.recorder = RecordingDeliverer(inner, self.clock, keep=keep_deliveries, body_limit=kept_body_bytes)
         self.signer = TokenSigner("http://127.0.0.1")
         self.tasks = TasksService(
             clock=self.clock,
             deliverer=self.recorder,
             signer=self.signer,
             tombstone_seconds=tombstone_seconds,
+            queue_tombstone_seconds=queue_tombstone_seconds,
             auto_create_queues=auto_create_queues,
             queues=queues,
         )
@@ -91,9 +97,11 @@ class EmulatorServer:
                 deliverer=self.recorder,
                 oidc_signer=self._sign_for_scheduler,
                 keep_deliveries=keep_deliveries,
+                body_limit=kept_body_bytes,
             )
         self._server: GrpcServer | None = None
-        self._oidc = OIDCServer(self.signer)
+        self.http = HttpServer(self.signer, self.methods)
+        """The HTTP port's server; `http.mount(path, app)` adds an ASGI app (before `start()`)."""
         self.port = 0
         self.http_port = 0
 
@@ -106,6 +114,11 @@ class EmulatorServer:
         return [self.tasks] if self.scheduler is None else [self.tasks, self.scheduler]
 
     @property
+    def methods(self) -> list[Method]:
+        """Every RPC of the enabled services: the one table that gRPC and REST both dispatch to."""
+        return [method for service in self.services for method in service.methods()]
+
+    @property
     def address(self) -> str:
         """`host:port` of the gRPC server, for the clients."""
         return f"{_url_host(self.host)}:{self.port}"
@@ -115,9 +128,14 @@ class EmulatorServer:
         """The `iss` of the OIDC tokens, and the base URL of the discovery document."""
         return self.signer.issuer
 
+    @property
+    def http_url(self) -> str:
+        """`http://host:port` of the HTTP port: the REST transport's endpoint and the OIDC issuer."""
+        return f"http://{_url_host(self.host)}:{self.http_port}"
+
     async def start(self) -> None:
         """Bind both ports and start the services."""
-        server = GrpcServer(handler for service in self.services for handler in service.rpc_handlers())
+        server = GrpcServer(grpc_handlers(self.methods))
         try:
             self.port = await server.start(self.host, self.requested_port)
         except OSError as exc:
@@ -126,14 +144,17 @@ class EmulatorServer:
         http_port = self.requested_http_port
         if http_port is None:
             http_port = self.port + 1 if self.requested_port else 0
+        from fastapi_gcp_tasks.emulator._console import EmulatorConsole  # the console at "/", loopback clients only
+
+        self.http.mount("/", EmulatorConsole(self))
         try:
-            self.http_port = await self._oidc.start(self.host, http_port)
+            self.http_port = await self.http.start(self.host, http_port)
         except OSError as exc:
             raise OSError(
-                f"the emulator cannot serve its OIDC documents on {self.host}:{http_port}: {exc}"
-                " (choose another with http_port=... / --http-port)"
+                f"the emulator cannot serve its OIDC documents on {self.host}:{http_port}: {exc} (the HTTP port,"
+                " which serves the REST transport too; choose another with http_port=... / --http-port)"
             ) from exc
-        self.signer.issuer = f"http://{_url_host(self.host)}:{self.http_port}"
+        self.signer.issuer = self.http_url
         for service in self.services:
             await service.start()
 
@@ -144,7 +165,7 @@ class EmulatorServer:
         if self._server is not None:
             server, self._server = self._server, None
             await server.stop(grace)
-        await self._oidc.stop()
+        await self.http.stop(grace)
         await self.recorder.aclose()
 
     def reset(self) -> None:

@@ -3,9 +3,11 @@
 Creating a task stores it and asks for a "pump" of its queue. The pump, run once per loop iteration
 however many tasks arrived, starts every attempt the queue may start now (schedule time reached, a free
 slot under `max_concurrent_dispatches`, a token in the `max_dispatches_per_second` bucket) and sets one
-timer for the next moment something may become possible. Each attempt is its own asyncio task, so a
-hanging worker only holds its own slot until its deadline (`_delivery.deliver_on_clock`). A failed
-attempt is retried under the queue's `retry_config` (`_rpc.backoff`, shared with Cloud Scheduler).
+timer for the next moment something may become possible. Each attempt in flight runs in an asyncio task
+of its own, so a hanging worker only holds its own slot until its deadline (`_delivery.deliver_on_clock`);
+a task whose attempt ends goes on with the queue's next due attempt, so a busy queue does not create a
+task per delivery. A failed attempt is retried under the queue's `retry_config` (`_rpc.backoff`, shared
+with Cloud Scheduler).
 
 Everything here runs on the emulator's event loop (see `_rpc.py`); `TasksService` (`_tasks_service.py`)
 adds the RPCs on top of this state.
@@ -31,6 +33,9 @@ from fastapi_gcp_tasks.emulator._tasks_validation import RUNNING, set_time
 from fastapi_gcp_tasks.emulator._types import Clock, Deliverer, DeliveryRequest, DeliveryResult
 
 __all__ = ["Dispatcher", "QueueState", "TaskState", "backoff_seconds"]
+
+_Claimed = tuple["TaskState", DeliveryRequest]
+"""An attempt begun by `_pump` for the caller to run: the task and its request."""
 
 _RESERVED_HEADERS = ("host", "content-length", "user-agent", "x-cloudtasks-", "x-google-", "x-appengine-")
 """Headers of a task's request that Cloud Tasks replaces or drops (Authorization too, see `_static_headers`)."""
@@ -182,14 +187,18 @@ class Dispatcher:
         queue.timer_when = None
         self._request_pump(queue)
 
-    def _pump(self, queue: QueueState) -> None:
-        """Start every attempt the queue allows now; set a timer for the next possible one."""
+    def _pump(self, queue: QueueState, *, claim: bool = False) -> _Claimed | None:
+        """Start every attempt the queue allows now; set a timer for the next possible one.
+
+        With `claim`, the first attempt is not given an asyncio task of its own but returned, for the
+        caller (an attempt's task that just finished) to run next.
+        """
         queue.pump_pending = False
         if queue.deleted or self._stopped or not queue.running:
-            return
+            return None
         heap = queue.heap
         if not heap:
-            return
+            return None
         now = self.clock.now()
         rate = queue.pb.rate_limits
         burst = float(rate.max_burst_size)
@@ -200,6 +209,7 @@ class Dispatcher:
             queue.tokens = min(burst, queue.tokens + (now - queue.refilled).total_seconds() * per_second)
         queue.refilled = now
         limit = rate.max_concurrent_dispatches
+        claimed: _Claimed | None = None
         while heap:
             when, key, state = heap[0]
             if state.heap_key != key:
@@ -207,39 +217,56 @@ class Dispatcher:
                 continue
             if when > now:
                 self._wake_at(queue, when)
-                return
+                break
             if queue.inflight >= limit:
-                return
+                break
             if queue.tokens < 1.0:
                 self._wake_at(queue, now + dt.timedelta(seconds=(1.0 - queue.tokens) / per_second))
-                return
+                break
             queue.tokens -= 1.0
             heapq.heappop(heap)
             state.heap_key = -1
-            self._start_attempt(queue, state)
+            delivery = self._begin_attempt(queue, state, now)
+            if claim and claimed is None:
+                claimed = (state, delivery)
+            else:
+                self._spawn(queue, state, delivery)
+        return claimed
 
     def _start_attempt(self, queue: QueueState, state: TaskState) -> None:
-        """Count the attempt on the task now (as the API shows it), then deliver in its own asyncio task."""
-        now = self.clock.now()
+        """Start an attempt of `state` now, in its own asyncio task (RunTask, whatever the queue's limits)."""
+        self._spawn(queue, state, self._begin_attempt(queue, state, self.clock.now()))
+
+    def _spawn(self, queue: QueueState, state: TaskState, delivery: DeliveryRequest) -> None:
+        assert self._loop is not None
+        attempt_task = self._loop.create_task(self._attempt(queue, state, delivery))
+        self._attempts.add(attempt_task)
+        attempt_task.add_done_callback(self._attempts.discard)
+
+    def _begin_attempt(self, queue: QueueState, state: TaskState, now: dt.datetime) -> DeliveryRequest:
+        """Count the attempt on the task now (as the API shows it) and build its request."""
         pb = state.pb
         http = pb.http_request
-        headers = state.static_headers
-        if headers is None:
-            headers = state.static_headers = self._static_headers(queue, state)
-        headers = dict(headers)
-        headers["X-CloudTasks-TaskRetryCount"] = str(pb.dispatch_count)
-        headers["X-CloudTasks-TaskExecutionCount"] = str(state.execution_count)
-        headers["X-CloudTasks-TaskETA"] = f"{state.when.timestamp():.6f}"
+        static = state.static_headers
+        if static is None:
+            static = state.static_headers = self._static_headers(queue, state)
+        headers = {
+            **static,
+            "X-CloudTasks-TaskRetryCount": str(pb.dispatch_count),
+            "X-CloudTasks-TaskExecutionCount": str(state.execution_count),
+            "X-CloudTasks-TaskETA": f"{state.when.timestamp():.6f}",
+        }
         if state.previous_response is not None:
             headers["X-CloudTasks-TaskPreviousResponse"] = str(state.previous_response)
         if state.retry_reason is not None:
             headers["X-CloudTasks-TaskRetryReason"] = state.retry_reason
-        if http.HasField("oidc_token"):
+        authorization = http.WhichOneof("authorization_header")
+        if authorization == "oidc_token":
             token = http.oidc_token
             headers["Authorization"] = "Bearer " + self.signer.token(
                 audience=token.audience or http.url, email=token.service_account_email, now=now
             )
-        elif http.HasField("oauth_token"):
+        elif authorization == "oauth_token":
             headers["Authorization"] = f"Bearer emulator-oauth-token.{http.oauth_token.service_account_email}"
         attempt = pb.last_attempt
         attempt.Clear()
@@ -247,11 +274,11 @@ class Dispatcher:
         set_time(attempt.dispatch_time, now)
         if state.first_dispatch is None:
             state.first_dispatch = now
-            set_time(pb.first_attempt.dispatch_time, now)
+            pb.first_attempt.dispatch_time.CopyFrom(attempt.dispatch_time)
         pb.dispatch_count += 1
         state.running = True
         queue.inflight += 1
-        delivery = DeliveryRequest(
+        return DeliveryRequest(
             method=METHODS.get(http.http_method, "POST"),
             url=http.url,
             headers=headers,
@@ -260,15 +287,12 @@ class Dispatcher:
             source=pb.name,
             attempt=pb.dispatch_count,
         )
-        assert self._loop is not None
-        attempt_task = self._loop.create_task(self._attempt(queue, state, delivery))
-        self._attempts.add(attempt_task)
-        attempt_task.add_done_callback(self._attempts.discard)
 
     def _static_headers(self, queue: QueueState, state: TaskState) -> dict[str, str]:
         headers: dict[str, str] = {}
         for key, value in state.pb.http_request.headers.items():
-            if not key.lower().startswith(_RESERVED_HEADERS) and key.lower() != "authorization":
+            lower = key.lower()
+            if not lower.startswith(_RESERVED_HEADERS) and lower != "authorization":
                 headers[key] = value
         headers["User-Agent"] = "Google-Cloud-Tasks"
         headers["X-CloudTasks-QueueName"] = queue.queue_id
@@ -276,22 +300,38 @@ class Dispatcher:
         return headers
 
     async def _attempt(self, queue: QueueState, state: TaskState, delivery: DeliveryRequest) -> None:
-        result: DeliveryResult | None = None
-        try:
-            result = await deliver_on_clock(self.deliverer, delivery, self.clock)
-        finally:
-            queue.inflight -= 1
-            state.running = False
+        """Deliver, settle, and go on with the queue's next due attempt in this same asyncio task.
+
+        A finished attempt frees a slot; the attempt that takes it runs here rather than in a new asyncio
+        task, so a busy queue keeps up to `max_concurrent_dispatches` tasks alive instead of creating one
+        per delivery.
+        """
+        claimed: _Claimed | None = (state, delivery)
+        while claimed is not None:
+            state, delivery = claimed
             try:
-                if result is not None:
-                    self._settle(queue, state, result)
-            except Exception:  # noqa: BLE001 - logged, and the task is kept rather than lost
-                logger.exception("emulator: could not settle the attempt of %s; the task is kept", state.pb.name)
-                if not state.gone:
-                    self._push(queue, state)
-            # the freed slot is refilled now rather than on a later loop iteration
-            if not (queue.deleted or self._stopped) and queue.running:
-                self._pump(queue)
+                result = await deliver_on_clock(self.deliverer, delivery, self.clock)
+            except BaseException:
+                self._finish(queue, state, None, claim=False)
+                raise
+            claimed = self._finish(queue, state, result, claim=True)
+
+    def _finish(
+        self, queue: QueueState, state: TaskState, result: DeliveryResult | None, *, claim: bool
+    ) -> _Claimed | None:
+        """Settle an attempt (None: it was cancelled) and refill the freed slot now, not on a later loop iteration."""
+        queue.inflight -= 1
+        state.running = False
+        try:
+            if result is not None:
+                self._settle(queue, state, result)
+        except Exception:  # noqa: BLE001 - logged, and the task is kept rather than lost
+            logger.exception("emulator: could not settle the attempt of %s; the task is kept", state.pb.name)
+            if not state.gone:
+                self._push(queue, state)
+        if queue.deleted or self._stopped or not queue.running:
+            return None
+        return self._pump(queue, claim=claim)
 
     def _settle(self, queue: QueueState, state: TaskState, result: DeliveryResult) -> None:
         """Record the outcome on the task, then delete it or schedule its retry."""

@@ -11,6 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Self
 
+RESPONSE_EXCERPT_BYTES = 1024
+"""How much of a worker's response body a delivery keeps (`DeliveryResult.excerpt`); the rest is read and dropped."""
+
 
 class Clock(Protocol):
     """Time as the emulator sees it. `ManualClock` lets tests move time instead of sleeping."""
@@ -54,6 +57,8 @@ class DeliveryResult:
     error: str | None = None
     timed_out: bool = False
     """No response came before the attempt's deadline (Cloud Tasks and Scheduler record DEADLINE_EXCEEDED)."""
+    excerpt: bytes = b""
+    """The first `RESPONSE_EXCERPT_BYTES` of the response body, for the console and the inspection API."""
 
     @classmethod
     def deadline_passed(cls, request: DeliveryRequest, latency: float) -> DeliveryResult:
@@ -84,21 +89,40 @@ class DeliveryRecord:
     time: dt.datetime
     """When the attempt started, on the emulator's clock."""
     error: str | None = None
+    response_excerpt: bytes = b""
+    """The start of the response body (`RESPONSE_EXCERPT_BYTES` at most)."""
+    gave_up: bool = False
+    """The 2xx was a `max_retries` acknowledgement: the worker gave the task up without running it."""
 
     @classmethod
-    def of(cls, request: DeliveryRequest, result: DeliveryResult, when: dt.datetime, **extra: Any) -> Self:
-        """The record of `request`, started at `when`, that ended with `result` (`extra`: a subclass's fields)."""
+    def of(
+        cls,
+        request: DeliveryRequest,
+        result: DeliveryResult,
+        when: dt.datetime,
+        *,
+        body_limit: int | None = None,
+        gave_up: bool = False,
+        **extra: Any,
+    ) -> Self:
+        """The record of `request`, started at `when`, that ended with `result` (`extra`: a subclass's fields).
+
+        `body_limit` keeps only the start of the request body, so that a long-running emulator that keeps
+        records holds a bounded amount of memory whatever its tasks weigh.
+        """
         return cls(
             source=request.source,
             method=request.method,
             url=request.url,
             headers=request.headers,
-            body=request.body,
+            body=request.body if body_limit is None else request.body[:body_limit],
             status=result.status,
             attempt=request.attempt,
             latency=result.latency,
             time=when,
             error=result.error,
+            response_excerpt=result.excerpt,
+            gave_up=gave_up,
             **extra,
         )
 

@@ -34,6 +34,8 @@ __all__ = ["Authenticator", "PrivateEndpoint", "WorkerRoute", "authenticate", "a
 
 logger = logging.getLogger("fastapi_gcp_tasks.worker")
 
+RAW_BODY = "fastapi_gcp_tasks.raw_body"
+"""Scope key: the request's body as received, kept once the route's authenticators accepted the request."""
 _VERDICTS = "fastapi_gcp_tasks.verdicts"
 """Scope key: `{id(authenticator): (accepted, value or the HTTPException it raised)}` for this request."""
 
@@ -203,8 +205,8 @@ def authenticated_first(handler: RouteHandler) -> RouteHandler:
     async def handle(request: Request) -> Response:
         await authenticate(request)
         # Starlette keeps the body it reads, so a dead letter never has to re-read a consumed stream
-        # (FastAPI consumes the stream itself when it parses a form).
-        await request.body()
+        # (FastAPI consumes the stream itself when it parses a form); history reads it from the scope.
+        request.scope[RAW_BODY] = await request.body()
         try:
             return await handler(request)
         except RequestValidationError as error:

@@ -54,6 +54,7 @@ class DeadLetter:
     `"handler_error"` (the handler kept raising, under `PoisonPolicy(handler_errors_after=...)`)."""
     method: str
     path: str
+    """The request's path as received, with its query string when it had one (replay needs both)."""
     body: bytes
     headers: Mapping[str, str]
     errors: Sequence[Mapping[str, Any]] = ()
@@ -174,9 +175,9 @@ async def letter_from_request(
 ) -> DeadLetter:
     """Build a dead letter from the request being handled, without reading its stream a second time."""
     body, headers = await _raw_body(request)
-    return DeadLetter(
-        reason=reason, method=request.method, path=request.url.path, body=body, headers=headers, errors=tuple(errors)
-    )
+    query = request.url.query
+    path = f"{request.url.path}?{query}" if query else request.url.path
+    return DeadLetter(reason=reason, method=request.method, path=path, body=body, headers=headers, errors=tuple(errors))
 
 
 async def _raw_body(request: Request) -> tuple[bytes, dict[str, str]]:

@@ -41,9 +41,12 @@ from fastapi_gcp_tasks.receive._letters import (
     log_dead_letter,
 )
 
-__all__ = ["PoisonPolicy", "poison_route_class"]
+__all__ = ["DEAD_LETTERED", "PoisonPolicy", "poison_route_class"]
 
 logger = logging.getLogger("fastapi_gcp_tasks.dead_letter")
+
+DEAD_LETTERED = "fastapi_gcp_tasks.dead_lettered"
+"""Scope key set when a policy acknowledged the request as a dead letter: `(reason, errors)` (read by history)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +135,7 @@ class PoisonPolicy:
         except Exception:
             logger.exception("dead-letter sink failed; answering %s so the task is delivered again", answer)
             return False
+        request.scope[DEAD_LETTERED] = (reason, errors)
         return True
 
 

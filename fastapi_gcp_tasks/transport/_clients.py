@@ -25,6 +25,8 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
 import grpc
+from google.api_core.client_options import ClientOptions
+from google.auth.credentials import AnonymousCredentials
 from google.auth.exceptions import DefaultCredentialsError
 from google.cloud import scheduler_v1, tasks_v2
 from google.cloud.scheduler_v1.services.cloud_scheduler import transports as scheduler_transports
@@ -148,6 +150,19 @@ class ClientKind(Generic[C]):
         channel_module: Any = grpc.aio if self.aio else grpc
         channel = channel_module.insecure_channel(host, options=[*EMULATOR_CHANNEL, *options])
         return self.client(transport=self.grpc_transport(channel=channel))
+
+    def connect_rest(self, url: str) -> C:
+        """A client talking HTTP/1.1 + JSON (`transport="rest"`, no credentials) to the emulator's HTTP port at `url`.
+
+        The official clients offer REST in their sync classes only.
+        """
+        if self.aio:
+            raise ValueError(f"{getattr(self.client, '__name__', 'this client')} has no REST transport: use gRPC")
+        return self.client(
+            transport="rest",
+            client_options=ClientOptions(api_endpoint=url),
+            credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call, unused-ignore]
+        )
 
     def default(self) -> C:
         """The emulator's client when `FASTAPI_GCP_TASKS_EMULATOR_HOST` is set, else Google's (default credentials).

@@ -280,6 +280,55 @@ async def test_header_injection_and_bad_urls_become_errors_not_crashes(
     assert len(worker.seen) == 1
 
 
+async def test_header_names_are_checked_on_every_request_and_framing_is_the_pools(
+    raw_worker: Start, deliverer: HttpDeliverer
+) -> None:
+    worker = await raw_worker(lambda seen: _response(200))
+    for _ in range(2):  # a refused name is refused again: only names that passed are remembered
+        refused = await deliverer.deliver(_request(worker.url, headers={"Bad Name": "1"}))
+        assert refused.status is None
+        assert refused.error is not None
+        assert "cannot be sent" in refused.error
+    framing = {"Content-Length": "999", "Transfer-Encoding": "chunked", "Host": "evil", "Connection": "close"}
+    for body in (b"first", b"second"):
+        result = await deliverer.deliver(_request(worker.url, body=body, headers={"X-Kept": "yes", **framing}))
+        assert result.status == 200
+    assert [seen.body for seen in worker.seen] == [b"first", b"second"]
+    for seen in worker.seen:
+        assert seen.headers["x-kept"] == "yes"
+        assert seen.headers["content-length"] == str(len(seen.body))
+        assert seen.headers["host"] == worker.url.removeprefix("http://")
+        assert "transfer-encoding" not in seen.headers
+        assert "connection" not in seen.headers
+    assert worker.seen[0].connection == worker.seen[1].connection
+
+
+async def test_a_server_that_speaks_before_the_request_is_not_waited_for() -> None:
+    """Bytes that arrive on a fresh connection before the request are parsed, not left to the deadline."""
+    release = asyncio.Event()
+
+    async def early_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(_response(204))
+        await writer.drain()
+        await reader.readuntil(b"\r\n\r\n")
+        await release.wait()  # the connection stays open: only the early bytes can answer
+        writer.close()
+
+    server = await asyncio.start_server(early_answer, "127.0.0.1", 0)
+    target = _http_pool.target_of(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/")
+    pool = _http_pool.ConnectionPool()
+    try:
+        connection = await pool._connect(target)
+        await eventually(lambda: connection.received, "the early answer to arrive")
+        answer = await asyncio.wait_for(connection.exchange("POST", target, {}, b""), 5)
+        connection.close()
+    finally:
+        release.set()
+        server.close()
+        await server.wait_closed()
+    assert answer.status == 204
+
+
 # -- redirects ------------------------------------------------------------------------------------------------------
 
 

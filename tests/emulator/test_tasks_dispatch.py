@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import email.utils
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 from google.api_core import exceptions
@@ -194,6 +197,36 @@ def test_concurrency_limit_and_a_hanging_worker_holds_only_its_own_slot() -> Non
         task = client.get_task(name=task_name("hang"))
         assert task.dispatch_count == 1
         assert task.response_count == 0
+
+
+def test_a_busy_queue_delivers_in_the_asyncio_tasks_it_has_rather_than_one_per_attempt() -> None:
+    """A finished attempt's asyncio task takes the queue's next due attempt (the ASGI app runs in it)."""
+    runners: list[asyncio.Task[Any]] = []
+
+    async def app(scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]], send: Any) -> None:
+        assert scope["type"] == "http"
+        while (await receive()).get("more_body"):
+            pass
+        runner = asyncio.current_task()
+        assert runner is not None
+        runners.append(runner)  # kept alive, so identities cannot be reused
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    with Emulator(deliver_to=app, queues=[QUEUE]) as emu:  # the system clock: attempts run inline
+        client = emu.tasks_client()
+        client.pause_queue(name=QUEUE)
+        client.update_queue(
+            queue=tasks_v2.Queue(name=QUEUE, rate_limits=tasks_v2.RateLimits(max_concurrent_dispatches=2)),
+            update_mask=field_mask_pb2.FieldMask(paths=["rate_limits.max_concurrent_dispatches"]),
+        )
+        for _ in range(8):
+            client.create_task(parent=QUEUE, task=http_task())
+        client.resume_queue(name=QUEUE)
+        emu.wait_until_idle(timeout=TIMEOUT)
+        assert len(runners) == 8
+        assert len(set(runners)) == 2
+        assert client.list_tasks(parent=QUEUE).tasks == []
 
 
 def test_paused_queue_dispatches_nothing_until_resumed(env: Env) -> None:

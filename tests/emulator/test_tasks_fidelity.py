@@ -18,11 +18,12 @@ from google.cloud import scheduler_v1, tasks_v2
 from google.cloud.scheduler_v1.services.cloud_scheduler.transports import CloudSchedulerGrpcAsyncIOTransport
 from google.protobuf import duration_pb2, timestamp_pb2
 
-from fastapi_gcp_tasks.emulator import Emulator, ManualClock, _tasks_service
+from fastapi_gcp_tasks.emulator import Emulator, ManualClock, _rpc, _tasks_service, _tasks_validation
 from fastapi_gcp_tasks.emulator._clock import ManualClock as RawManualClock
 from fastapi_gcp_tasks.emulator._delivery import AsyncASGIDeliverer
 from fastapi_gcp_tasks.emulator._grpc_server import GrpcServer
 from fastapi_gcp_tasks.emulator._scheduler import SchedulerService
+from fastapi_gcp_tasks.emulator._tasks_dispatch import backoff_seconds
 from tests._support import TIMEOUT
 
 from ._scheduler_support import PARENT, job_name
@@ -285,3 +286,107 @@ async def test_scheduler_run_due_counts_attempts_it_does_not_keep() -> None:
 def test_scheduler_refuses_a_negative_keep() -> None:
     with pytest.raises(ValueError, match="keep_deliveries"):
         SchedulerService(clock=RawManualClock(START), deliverer=AsyncASGIDeliverer(tick_app()), keep_deliveries=-1)
+
+
+# 4. limits and settings read from the protos (issue #14, third audit) -------------------------------------------
+
+
+def test_list_queues_pages_hold_up_to_9800_queues() -> None:
+    """ListQueuesRequest.page_size: "The maximum page size is 9800. If unspecified, the page size will be the
+    maximum" (a regression: pages stopped at ListTasks' 1000)."""
+    names = [f"{LOCATION}/queues/q{i:04d}" for i in range(1001)]
+    with Emulator(clock=ManualClock(START), deliver_to=ScriptedWorker(), queues=names) as emu:
+        client = emu.tasks_client()
+        first = client.list_queues(request={"parent": LOCATION, "page_size": 20_000})
+        assert len(first.queues) == 1001
+        assert first.next_page_token == ""
+
+
+def test_page_tokens_refuse_tampering() -> None:
+    tokens = _tasks_validation.PageTokens(lifetime=None)
+    token = tokens.issue("ListTasks q", 7, START)
+    assert tokens.read(token, "ListTasks q", START) == 7
+    for forged in (token[:-1] + ("A" if token[-1] != "A" else "B"), "", "!!", "7"):
+        with pytest.raises(_rpc.RpcError, match="not a page token"):
+            tokens.read(forged, "ListTasks q", START)
+    other = _tasks_validation.PageTokens(lifetime=None)  # another emulator's token
+    with pytest.raises(_rpc.RpcError, match="not a page token"):
+        other.read(token, "ListTasks q", START)
+
+
+def _documented_backoff(min_backoff: float, max_backoff: float, doublings: int, retry: int) -> float:
+    """RetryConfig.max_doublings, read literally: start at min_backoff, double `doublings` times, then grow
+    linearly by 2^doublings * min_backoff, never above max_backoff."""
+    interval = min_backoff
+    for step in range(retry):
+        interval = interval * 2 if step < doublings else interval + min_backoff * 2**doublings
+    return min(interval, max_backoff)
+
+
+@pytest.mark.parametrize("min_backoff", [0.1, 1.0, 10.0])
+@pytest.mark.parametrize("max_backoff", [1.0, 300.0, 3600.0])
+@pytest.mark.parametrize("max_doublings", [0, 1, 3, 16, 40])
+def test_backoff_for_every_combination_of_retry_settings(
+    env: tuple[Emulator, ManualClock, ScriptedWorker, tasks_v2.CloudTasksClient],
+    min_backoff: float,
+    max_backoff: float,
+    max_doublings: int,
+) -> None:
+    """Every combination of the three settings, as UpdateQueue stores them (0 doublings: the default 16) and as the
+    dispatcher spaces the retries."""
+    _, _, _, client = env
+    if min_backoff > max_backoff:
+        with pytest.raises(exceptions.InvalidArgument, match="min_backoff"):
+            client.update_queue(queue=_retry_queue(min_backoff, max_backoff, max_doublings))
+        return
+    stored = client.update_queue(queue=_retry_queue(min_backoff, max_backoff, max_doublings)).retry_config
+    doublings = max_doublings or 16
+    assert stored.max_doublings == doublings
+    raw = tasks_v2.RetryConfig.pb(stored)
+    for retry in range(60):
+        expected = _documented_backoff(min_backoff, max_backoff, doublings, retry)
+        assert backoff_seconds(raw, retry) == pytest.approx(expected, rel=1e-9), retry
+
+
+def _retry_queue(min_backoff: float, max_backoff: float, max_doublings: int) -> tasks_v2.Queue:
+    def length(value: float) -> duration_pb2.Duration:
+        return duration_pb2.Duration(seconds=int(value), nanos=round(value % 1 * 1e9))
+
+    return tasks_v2.Queue(
+        name=QUEUE,
+        retry_config=tasks_v2.RetryConfig(
+            min_backoff=length(min_backoff), max_backoff=length(max_backoff), max_doublings=max_doublings
+        ),
+    )
+
+
+def test_a_queue_given_only_max_retry_duration_keeps_the_other_defaults(
+    env: tuple[Emulator, ManualClock, ScriptedWorker, tasks_v2.CloudTasksClient],
+) -> None:
+    _, _, _, client = env
+    queue = tasks_v2.Queue(
+        name=QUEUE, retry_config=tasks_v2.RetryConfig(max_retry_duration=duration_pb2.Duration(seconds=600))
+    )
+    retry = client.update_queue(queue=queue).retry_config
+    assert (retry.max_attempts, retry.max_doublings) == (100, 16)
+    assert (retry.min_backoff.total_seconds(), retry.max_backoff.total_seconds()) == (0.1, 3600)
+    assert retry.max_retry_duration.total_seconds() == 600
+
+
+def test_queue_tombstones_are_configurable_and_zero_turns_them_off() -> None:
+    with pytest.raises(ValueError, match="queue_tombstone_seconds"):
+        _tasks_service.TasksService(
+            clock=RawManualClock(START), deliverer=AsyncASGIDeliverer(FastAPI()), queue_tombstone_seconds=-1
+        )
+    clock = ManualClock(START)
+    with Emulator(clock=clock, deliver_to=ScriptedWorker(), queues=[QUEUE]) as emu:
+        emu.server.tasks.queue_tombstone_seconds = 0
+        client = emu.tasks_client()
+        client.delete_queue(name=QUEUE)
+        assert client.create_queue(parent=LOCATION, queue=tasks_v2.Queue(name=QUEUE)).name == QUEUE
+        emu.server.tasks.queue_tombstone_seconds = 60
+        client.delete_queue(name=QUEUE)
+        with pytest.raises(exceptions.FailedPrecondition, match="deleted recently"):
+            client.create_queue(parent=LOCATION, queue=tasks_v2.Queue(name=QUEUE))
+        clock.advance(60)
+        assert client.create_queue(parent=LOCATION, queue=tasks_v2.Queue(name=QUEUE)).name == QUEUE

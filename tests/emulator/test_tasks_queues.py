@@ -140,6 +140,10 @@ def test_delete_removes_the_queue_and_its_tasks(env: Env) -> None:
     env.client.delete_queue(name=QUEUE)
     with pytest.raises(exceptions.NotFound):
         env.client.list_tasks(parent=QUEUE)
+    # the name stays unusable for the queue tombstone window (3600 s by default), then comes back empty
+    with pytest.raises(exceptions.FailedPrecondition, match="deleted recently"):
+        env.client.create_queue(parent=LOCATION, queue=tasks_v2.Queue(name=QUEUE))
+    env.clock.advance(3600)
     env.client.create_queue(parent=LOCATION, queue=tasks_v2.Queue(name=QUEUE))
     assert list(env.client.list_tasks(parent=QUEUE)) == []
 
