@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, get_args
 
 from pydantic_core import to_jsonable_python
@@ -32,7 +32,7 @@ from fastapi_gcp_tasks.history._types import (
     TaskSummary,
     ThroughputPoint,
 )
-from fastapi_gcp_tasks.history._writer import HistoryWriter, prune
+from fastapi_gcp_tasks.history._writer import Deferred, HistoryWriter, prune
 from fastapi_gcp_tasks.outbox._schema import db_now
 
 __all__ = ["REDACTED", "TaskHistory"]
@@ -125,6 +125,14 @@ class TaskHistory:
     def record_attempt(self, event: AttemptEvent) -> None:
         """Queue one attempt; returns at once, never raises (a full queue drops and counts it)."""
         self._writer.submit(event)
+
+    def record_attempt_later(self, build: Callable[[], AttemptEvent | None]) -> None:
+        """Queue an attempt that the writer thread builds with `build()` (None: nothing to record).
+
+        For the worker's request path: the costly part of an event (rebuilding and redacting the arguments)
+        runs off the event loop. A `build` that raises is logged and counted as dropped.
+        """
+        self._writer.submit(Deferred(build))
 
     def arguments_for_storage(self, arguments: Mapping[str, Any]) -> dict[str, Any] | None:
         """`arguments` as they may be stored: JSON-compatible, every key named in `redact` (at any depth)

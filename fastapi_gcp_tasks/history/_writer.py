@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 from sqlalchemy import Engine
 
@@ -20,7 +21,7 @@ from fastapi_gcp_tasks.history._sql import prune_batch, write_batch
 from fastapi_gcp_tasks.history._types import AttemptEvent, CreatedEvent, HistoryStats
 from fastapi_gcp_tasks.outbox._schema import db_now
 
-__all__ = ["WRITE_ATTEMPTS", "HistoryWriter"]
+__all__ = ["WRITE_ATTEMPTS", "Deferred", "HistoryWriter"]
 
 logger = logging.getLogger("fastapi_gcp_tasks.history")
 
@@ -31,6 +32,15 @@ BACKOFF = 0.2
 PRUNE_BATCH = 1000
 
 Event = CreatedEvent | AttemptEvent
+
+
+class Deferred(NamedTuple):
+    """An event the writer thread builds itself (`build()`; None: nothing to record), off the request path."""
+
+    build: Callable[[], Event | None]
+
+
+Queued = Event | Deferred
 
 
 class HistoryWriter:
@@ -54,7 +64,7 @@ class HistoryWriter:
         self._retention = retention
         self._prune_interval = prune_interval
         self._on_batch = on_batch
-        self._queue: collections.deque[Event] = collections.deque()
+        self._queue: collections.deque[Queued] = collections.deque()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._done = threading.Condition()
@@ -72,7 +82,7 @@ class HistoryWriter:
 
     # the request path --------------------------------------------------------------------------------------
 
-    def submit(self, event: Event) -> None:
+    def submit(self, event: Queued) -> None:
         """Queue `event`, or drop and count it when the queue is full or the writer closed; never blocks on I/O."""
         if self._closed or len(self._queue) >= self._max_queue:
             self._drop(1, "the history queue is full" if not self._closed else "the history is closed")
@@ -161,8 +171,8 @@ class HistoryWriter:
             self._mark_handled(left, in_flight=False)
         return True
 
-    def _take(self) -> list[Event]:
-        batch: list[Event] = []
+    def _take(self) -> list[Queued]:
+        batch: list[Queued] = []
         with self._done:  # so that `flush` counts every event exactly once: queued, in flight or handled
             while self._queue and len(batch) < self._batch_size:
                 batch.append(self._queue.popleft())
@@ -176,28 +186,56 @@ class HistoryWriter:
                 self._in_flight = 0
             self._done.notify_all()
 
-    def _write(self, batch: Sequence[Event]) -> None:
+    def _built(self, batch: Sequence[Queued]) -> list[Event]:
+        """The batch's events, deferred ones built here; a build that fails is logged and dropped."""
+        events: list[Event] = []
+        failed = 0
+        for item in batch:
+            if isinstance(item, Deferred):
+                try:
+                    event = item.build()
+                except Exception:
+                    logger.exception("could not build a task history event; it is dropped")
+                    failed += 1
+                    continue
+                finally:
+                    time.sleep(0)  # between events, let a thread serving requests take the GIL
+                if event is None:
+                    continue
+                item = event
+            events.append(item)
+        if failed:
+            self._drop(failed, "building the event failed (logged above)")
+        return events
+
+    def _write(self, batch: Sequence[Queued]) -> None:
+        events = self._built(batch)
+        if events:
+            self._store(events)
+        self._mark_handled(len(batch))
+
+    def _store(self, events: Sequence[Event]) -> None:
+        """Write `events` in one transaction, tried `WRITE_ATTEMPTS` times, then dropped and counted."""
         delay = BACKOFF
         for attempt in range(1, WRITE_ATTEMPTS + 1):
             try:
                 with self._engine.begin() as connection:
-                    write_batch(connection, batch)
+                    write_batch(connection, events)
             except Exception as exc:  # noqa: BLE001 - any failure of the database is counted, retried, then dropped
                 self._write_errors += 1
                 if attempt == WRITE_ATTEMPTS or self._stop.wait(delay):
                     hint = f" ({MIGRATE_HINT})" if is_missing_table(exc) else ""
                     why = f"the database failed {attempt} time(s): {type(exc).__name__}: {exc}{hint}"
-                    self._drop(len(batch), why)
+                    self._drop(len(events), why)
                     break
                 delay *= 2
             else:
-                self._recorded += len(batch)
+                self._recorded += len(events)
                 with self._drop_lock:
                     self._warned = False
                 if self._on_batch is not None:
-                    self._on_batch(len(batch))
+                    self._on_batch(len(events))
                 break
-        self._mark_handled(len(batch))
 
     def _maybe_prune(self) -> None:
         if self._retention is None or self._recorded == 0 or time.monotonic() < self._next_prune:

@@ -36,6 +36,8 @@ logger = logging.getLogger("fastapi_gcp_tasks.worker")
 
 RAW_BODY = "fastapi_gcp_tasks.raw_body"
 """Scope key: the request's body as received, kept once the route's authenticators accepted the request."""
+_ACCEPTED = "fastapi_gcp_tasks.accepted"
+"""Scope key: the route's authenticators, once `authenticate` saw all of them accept the request."""
 _VERDICTS = "fastapi_gcp_tasks.verdicts"
 """Scope key: `{id(authenticator): (accepted, value or the HTTPException it raised)}` for this request."""
 
@@ -163,6 +165,9 @@ async def authenticate(request: Request) -> tuple[Authenticator, ...]:
     An authenticator replaced through `app.dependency_overrides` (in tests) is left to its override,
     which FastAPI runs in its place.
     """
+    accepted: tuple[Authenticator, ...] | None = request.scope.get(_ACCEPTED)
+    if accepted is not None:  # every authenticator of the route already accepted this request
+        return accepted
     found = route_authenticators(request.scope)
     if found:
         provider = getattr(_effective(request.scope), "dependency_overrides_provider", None)
@@ -170,6 +175,7 @@ async def authenticate(request: Request) -> tuple[Authenticator, ...]:
         for authenticator in found:
             if authenticator not in overrides:
                 await verdict(authenticator, request)
+    request.scope[_ACCEPTED] = found
     return found
 
 

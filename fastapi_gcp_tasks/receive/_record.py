@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextvars
 import datetime as dt
+import functools
 import logging
 import time
 from collections.abc import Mapping
@@ -58,6 +59,7 @@ __all__ = [
 logger = logging.getLogger("fastapi_gcp_tasks.history")
 
 _GAVE_UP = GAVE_UP_HEADER.encode("latin-1")
+_DELIVERY_HEADERS = frozenset({h.TASK_NAME.encode("latin-1"), h.SCHEDULER_JOB_NAME.encode("latin-1")})
 _BOUND_ROUTE = "__fastapi_gcp_tasks_route__"
 _replaying: contextvars.ContextVar[bool] = contextvars.ContextVar("fastapi_gcp_tasks_replaying", default=False)
 
@@ -133,33 +135,32 @@ class AttemptRecorder:
         """`projects/P/locations/L` of the builder: makes full task names from the short delivery headers."""
 
     async def record(self, route: APIRoute, scope: Scope, answer: _Answer, duration: float) -> None:
-        """Record the attempt `answer` describes (after it was sent), if it is an authenticated task delivery."""
-        # One pass over the raw headers (ASGI names are lower-case) instead of a scan per header read.
-        headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
-        task_id = h.text(headers.get(h.TASK_NAME))
-        job = h.text(headers.get(h.SCHEDULER_JOB_NAME)) if h.flag(headers.get(h.SCHEDULER)) else None
-        if task_id is None and job is None:
+        """Record the attempt `answer` describes (after it was sent), if it is an authenticated task delivery.
+
+        Only the checks run here, on the request's event loop: whether the request is a delivery and whether
+        its authenticators accepted it. The event itself (the arguments rebuilt through the endpoint's
+        validation, then redacted) is built by the history's writer thread, so the loop is free for the next
+        request at once.
+        """
+        if not any(name in _DELIVERY_HEADERS for name, _ in scope["headers"]):
             return  # not a delivery of a task or a job: nothing to attach an attempt to
         try:
             if not await may_act(Request(scope), "history"):
                 return
         except Exception:  # noqa: BLE001 - the authenticator refused the request (its answer was sent): record nothing
             return
-        try:
-            self.history.record_attempt(self._event(route, scope, headers, answer, duration, task_id, job))
-        except Exception:
-            logger.exception("could not record the attempt of %s %s", scope.get("method"), scope.get("path"))
+        self.history.record_attempt_later(functools.partial(self._event, route, scope, answer, duration, time.time()))
 
     def _event(
-        self,
-        route: APIRoute,
-        scope: Scope,
-        headers: Mapping[str, str],
-        answer: _Answer,
-        duration: float,
-        task_id: str | None,
-        job: str | None,
-    ) -> AttemptEvent:
+        self, route: APIRoute, scope: Scope, answer: _Answer, duration: float, ended: float
+    ) -> AttemptEvent | None:
+        """The attempt's event, or None for a request that names no task or job after all (blank headers)."""
+        # One pass over the raw headers (ASGI names are lower-case) instead of a scan per header read.
+        headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
+        task_id = h.text(headers.get(h.TASK_NAME))
+        job = h.text(headers.get(h.SCHEDULER_JOB_NAME)) if h.flag(headers.get(h.SCHEDULER)) else None
+        if task_id is None and job is None:
+            return None
         queue = h.text(headers.get(h.QUEUE_NAME))
         if task_id is not None:
             name = f"{self.location}/queues/{queue}/tasks/{task_id}" if self.location and queue else task_id
@@ -205,7 +206,7 @@ class AttemptRecorder:
             arguments=arguments,
             retry_count=h.integer(headers.get(h.RETRY_COUNT)) or 0,
             execution_count=h.integer(headers.get(h.EXECUTION_COUNT)) or 0,
-            started_at=dt.datetime.fromtimestamp(time.time() - duration, dt.UTC),
+            started_at=dt.datetime.fromtimestamp(ended - duration, dt.UTC),
             duration=duration,
             status_code=status,
             error_type=error_type,
@@ -222,12 +223,18 @@ Outcome = Literal["succeeded", "failed", "dead_letter", "gave_up"]
 class _Answer:
     """What one request to a recorded route received and answered."""
 
-    __slots__ = ("error", "gave_up", "status")
+    __slots__ = ("error", "headers", "status")
 
     def __init__(self) -> None:
         self.status: int | None = None
-        self.gave_up = False
+        self.headers: Any = ()
+        """The raw headers of the answer (read by the writer thread, not on the request path)."""
         self.error: Exception | None = None
+
+    @property
+    def gave_up(self) -> bool:
+        """A `max_retries` acknowledgement: a 200 carrying `GAVE_UP_HEADER`."""
+        return self.status == 200 and any(name.lower() == _GAVE_UP for name, _ in self.headers)
 
 
 def _plan_of(route: APIRoute) -> RoutePlan | None:
@@ -274,9 +281,8 @@ def recording_route_class(base: type[APIRoute], recorder: AttemptRecorder) -> ty
 
             async def watch(message: Message) -> None:
                 if message["type"] == "http.response.start":
-                    answer.status = status = int(message["status"])
-                    if status == 200:  # a give-up acknowledgement is a 200 with the header
-                        answer.gave_up = any(name.lower() == _GAVE_UP for name, _ in message.get("headers", ()))
+                    answer.status = int(message["status"])
+                    answer.headers = message.get("headers", ())
                 await send(message)
 
             try:

@@ -25,7 +25,7 @@ from fastapi_gcp_tasks.delayed_route import DelayedRouteBuilder
 from fastapi_gcp_tasks.emulator import Emulator
 from fastapi_gcp_tasks.history import TaskHistory, migrate
 from fastapi_gcp_tasks.receive import DeadLetter, PrivateEndpoint
-from tests._support import TIMEOUT
+from tests._support import TIMEOUT, eventually
 from tests.console._client import csrf_of, local_client
 
 QUEUE = "projects/p/locations/europe-west1/queues/console"
@@ -114,6 +114,8 @@ async def test_every_page_shows_the_recorded_tasks(env: Env) -> None:
     done = await asyncio.to_thread(env.ship.delay, shop="north", order=Order(item="<script>tea</script>"))
     retried = await asyncio.to_thread(env.flaky.delay, key="k1")
     pending = await asyncio.to_thread(env.ship.options(countdown=3600).delay, shop="later", order=Order(item="x"))
+    # the retry comes after the queue's backoff, while the emulator looks idle: wait for it by name
+    await eventually(lambda: "flaky:k1" in env.handled, "the flaky task's second attempt")
     await env.settle()
 
     overview = (await env.client.get("/")).text

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any
 
 import httpx
@@ -45,6 +45,11 @@ class ListHistory(TaskHistory):
 
     def record_attempt(self, event: AttemptEvent) -> None:
         self.attempts.append(event)
+
+    def record_attempt_later(self, build: Callable[[], AttemptEvent | None]) -> None:
+        event = build()  # built at once here, where the writer thread would build it later
+        if event is not None:
+            self.attempts.append(event)
 
     def record_created(self, event: CreatedEvent) -> None:
         self.created.append(event)
